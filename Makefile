@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Daphne's production flags; WEBSOCKET_TIMEOUT must not exceed the layer's group expiry.
+WEBSOCKET_TIMEOUT ?= 86400
+DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
+	--websocket-max-message-size 65536 --proxy-headers
+
+.PHONY: run test test-sqlite test-postgres check-deploy lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(BIN)/python manage.py migrate --noinput
+	@echo
+	@echo "  Presence is at http://$(HOST):$(PORT)/"
+	@echo "  Make an admin account with: $(BIN)/python manage.py createsuperuser"
+	@echo
+	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) presence_site.asgi:application
+
+# The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL.
+test: test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.dev-deps
+	env -u DATABASE_URL $(BIN)/pytest
+
+test-postgres: $(VENV)/.dev-deps
+	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest
+
+check-deploy: $(VENV)/.run-deps
+	DEBUG=0 SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+	ALLOWED_HOSTS=presence.example.com $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) var staticfiles

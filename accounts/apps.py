@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in, user_logged_out
+
+        from accounts import signals
+
+        user_logged_in.connect(signals.record_login, dispatch_uid="accounts.record_login")
+        user_logged_out.connect(signals.record_logout, dispatch_uid="accounts.record_logout")

@@ -1,0 +1,140 @@
+"""Fixtures shared by every app's tests: real Redis, real Daphne processes, logged-in sockets."""
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from presence.testing import ORIGIN, LiveServer, RedisServer, session_cookie
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config) -> None:
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """REDIS_URL when given, else a private redis-server for this test run."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def quick_presence(settings) -> None:
+    """Short timings so that presence tests finish in seconds; tests that need others set them."""
+    settings.PRESENCE_LEAVE_GRACE = 0
+    settings.PRESENCE_COALESCE_WINDOW = 0.05
+    settings.PRESENCE_TTL = 30
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 5
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer(request, settings) -> Iterator[str]:
+    """Run a test once on the in-memory channel layer and once on channels-redis with a real Redis."""
+    from presence_site import settings as site
+
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings.CHANNEL_LAYERS = site.redis_channel_layers(url)
+        settings.CACHES = site.redis_caches(url)
+    else:
+        settings.CHANNEL_LAYERS = site.MEMORY_CHANNEL_LAYERS
+        settings.CACHES = site.MEMORY_CACHES
+    yield request.param
+    if request.param == "redis":
+        import redis
+
+        # Leave no groups or channels behind for the next test.
+        redis.Redis.from_url(request.getfixturevalue("redis_url")).flushdb()
+
+
+@pytest.fixture
+def make_user(django_user_model) -> Callable:
+    def make(username: str, *, password: str = "correct-horse-battery-9", **extra):
+        return django_user_model.objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+async def open_socket() -> AsyncIterator[Callable]:
+    """Open a WebSocket through the full ASGI application, as a browser of a logged-in user would.
+
+    Returns (communicator, client, session_key); every socket still open is closed at teardown.
+    """
+    from presence_site.asgi import application
+
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_(path: str, user=None, *, session_key: str | None = None, client: Client | None = None,
+                    origin: str | None = ORIGIN, expect_accept: bool = True):
+        if user is not None and session_key is None:
+            client, session_key = await database_sync_to_async(session_cookie)(user)
+        headers = []
+        if session_key:
+            headers.append((b"cookie", f"sessionid={session_key}".encode()))
+        if origin is not None:
+            headers.append((b"origin", origin.encode()))
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected is expect_accept
+        opened.append(communicator)
+        return communicator, client, session_key
+
+    yield open_
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+@pytest.fixture
+def live_env(transactional_db, redis_url) -> dict[str, str]:
+    """The environment a Daphne process needs to serve the test database through the test Redis."""
+    from django.db import connection
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["SQLITE_PATH"] = str(db["NAME"])
+        env.pop("DATABASE_URL", None)
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env.update(
+        DJANGO_SETTINGS_MODULE="presence_site.settings",
+        REDIS_URL=redis_url,
+        PRESENCE_TTL="4",
+        PRESENCE_HEARTBEAT_INTERVAL="1",
+        PRESENCE_LEAVE_GRACE="0.3",
+        PRESENCE_COALESCE_WINDOW="0.1",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture
+def live_server_factory(live_env, tmp_path) -> Iterator[Callable[..., LiveServer]]:
+    """Start Daphne processes on free ports; all of them are stopped at teardown."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: str) -> LiveServer:
+        server = LiveServer({**live_env, **overrides}, tmp_path / f"daphne-{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

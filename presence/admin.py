@@ -1,0 +1,80 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from presence.models import Connection, UserPresence
+
+User = get_user_model()
+
+
+class OnlineFilter(admin.SimpleListFilter):
+    title = "online"
+    parameter_name = "online"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Online"), ("no", "Offline")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(is_online=True)
+        if self.value() == "no":
+            return queryset.filter(is_online=False)
+        return queryset
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PresenceUserAdmin(UserAdmin):
+    """Django's user admin, with who is online and when the others were last seen."""
+
+    list_display = [*UserAdmin.list_display, "online", "last_seen"]
+    list_filter = [OnlineFilter, *UserAdmin.list_filter]
+    list_select_related = ["presence"]
+
+    def get_queryset(self, request):
+        cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL)
+        live = Connection.objects.filter(user_id=OuterRef("pk"), heartbeat_at__gte=cutoff)
+        return super().get_queryset(request).annotate(is_online=Exists(live))
+
+    @admin.display(boolean=True, ordering="-is_online")
+    def online(self, user) -> bool:
+        return user.is_online
+
+    @admin.display(ordering="presence__last_seen")
+    def last_seen(self, user):
+        presence = getattr(user, "presence", None)
+        return presence.last_seen if presence else None
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    list_display = ["user", "endpoint", "room", "server", "idle", "opened_at", "heartbeat_at"]
+    list_filter = ["endpoint", "idle", "server"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "room"]
+    fields = ["user", "endpoint", "room", "server", "idle", "opened_at", "heartbeat_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UserPresence)
+class UserPresenceAdmin(admin.ModelAdmin):
+    list_display = ["user", "online_since", "last_seen"]
+    list_select_related = ["user"]
+    search_fields = ["user__username"]
+    readonly_fields = ["user", "online_since", "last_seen"]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class PresenceConfig(AppConfig):
+    name = "presence"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_out
+
+        from presence import checks, signals  # noqa: F401  (checks register themselves)
+
+        user_logged_out.connect(signals.close_session_sockets, dispatch_uid="presence.close_session_sockets")

@@ -1,0 +1,21 @@
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from presence import protocol
+from presence.models import Connection
+from presence.selectors import presence_online_users
+from presence.sockets import SocketConsumer
+
+
+class PresenceConsumer(SocketConsumer):
+    """/ws/presence/: a snapshot of who is online, then diffs as people come and go."""
+
+    endpoint = Connection.Endpoint.PRESENCE
+
+    def groups_for(self) -> tuple[str, ...]:
+        return (protocol.PRESENCE_GROUP,)
+
+    async def opened(self) -> None:
+        users: list[dict[str, Any]] = await database_sync_to_async(presence_online_users)()
+        await self.send_frame(protocol.snapshot_frame(users))

@@ -1,0 +1,48 @@
+from django.conf import settings
+from django.db import models
+
+
+class UserPresence(models.Model):
+    """A user's presence as timestamps: online since when, or last seen when.
+
+    The row is also the per-user lock that makes each online/offline transition
+    happen once, whichever process and socket caused it.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="presence"
+    )
+    online_since = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "user presence"
+
+    def __str__(self) -> str:
+        return f"{self.user_id} online since {self.online_since}" if self.online_since else f"{self.user_id} offline"
+
+
+class Connection(models.Model):
+    """One open WebSocket, on some process of some host."""
+
+    class Endpoint(models.TextChoices):
+        PRESENCE = "presence"
+        CHAT = "chat"
+
+    channel_name = models.CharField(max_length=200, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections")
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    # The process that holds the socket; it refreshes heartbeat_at for all of its sockets at once.
+    server = models.CharField(max_length=100, db_index=True)
+    endpoint = models.CharField(max_length=16, choices=Endpoint.choices)
+    # The chat room slug for chat sockets; empty for presence sockets.
+    room = models.CharField(max_length=50, blank=True, db_index=True)
+    idle = models.BooleanField(default=False)
+    opened_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} socket of {self.user_id} on {self.server}"

@@ -1,0 +1,100 @@
+"""The presence wire protocol (v1): frame types, builders, error and close codes.
+
+docs/protocol.md describes the same in prose; consumers never assemble frames inline.
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+# Client → server frame types.
+PING = "ping"
+PRESENCE_STATE = "presence.state"
+
+# Server → client frame types.
+PONG = "pong"
+ERROR = "error"
+PRESENCE_SNAPSHOT = "presence.snapshot"
+PRESENCE_DIFF = "presence.diff"
+
+# Error codes, sent in {"type": "error", "code": ...} with the socket left open.
+BAD_JSON = "bad_json"
+INVALID = "invalid"
+UNKNOWN_TYPE = "unknown_type"
+RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"
+
+# Close codes. Every one of them is sent after accept(), so a browser can read it.
+CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame
+CLOSE_POLICY_VIOLATION = 1008  # kept flooding after rate_limited
+CLOSE_TOO_LARGE = 1009  # a text frame over MAX_FRAME_CHARS
+CLOSE_TRY_AGAIN_LATER = 1013  # the server could not register the socket (database or layer down)
+CLOSE_SESSION_ENDED = 4000  # log-out in that browser, a password change, or an admin ended it
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_SOCKETS = 4429
+
+MAX_FRAME_CHARS = 65536
+
+# Channel-layer groups and event types. Group names are built only from
+# constants or validated slugs: layer names are ASCII [a-zA-Z0-9-_.], < 100 chars.
+PRESENCE_GROUP = "presence"
+EVENT_FORWARD = "frame.forward"  # {"text": <serialized frame>, "skip": <channel name or None>}
+EVENT_SESSION_END = "session.end"
+
+
+class ProtocolError(Exception):
+    """A frame that can't be accepted; answered with an error frame, socket open."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def iso(moment: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 UTC with a Z, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    # ensure_ascii=False keeps emoji and other text byte-exact and compact.
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_frame(text: str) -> dict[str, Any]:
+    """Parse one client text frame into an object with a string type, or raise ProtocolError."""
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise ProtocolError(BAD_JSON, "The frame is not valid JSON.") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError(INVALID, "A frame must be a JSON object.")
+    frame_type = frame.get("type")
+    if not isinstance(frame_type, str) or not frame_type:
+        raise ProtocolError(INVALID, "A frame needs a string 'type'.")
+    return frame
+
+
+def error_frame(code: str, detail: str) -> dict[str, Any]:
+    return {"type": ERROR, "code": code, "detail": detail}
+
+
+def pong_frame() -> dict[str, Any]:
+    return {"type": PONG}
+
+
+def snapshot_frame(users: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}
+
+
+def diff_frame(joins: list[dict[str, Any]], leaves: list[dict[str, Any]], online_count: int) -> dict[str, Any]:
+    return {"type": PRESENCE_DIFF, "joins": joins, "leaves": leaves, "online_count": online_count}
+
+
+def forward_event(frame: dict[str, Any], *, skip: str | None = None) -> dict[str, Any]:
+    """A layer event carrying a frame serialized once for every receiver."""
+    return {"type": EVENT_FORWARD, "text": dumps(frame), "skip": skip}

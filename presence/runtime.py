@@ -1,0 +1,105 @@
+"""The per-process side of presence: who this process is, its heartbeat, and its outbox.
+
+Nothing here is shared state: the database holds presence, and this module
+only keeps what belongs to one process (its identity, how many sockets it
+holds, transitions waiting for the next coalesced diff).
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+import weakref
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from presence import protocol
+from presence.selectors import presence_online_count
+from presence.services import Join, Leave, Transition, connection_heartbeat, presence_sweep
+
+logger = logging.getLogger(__name__)
+
+SERVER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class PresenceHub:
+    """Heartbeat, sweep and coalesced diffs for the sockets of one process (one event loop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sockets = 0
+        self.pending: dict[str, Transition] = {}
+        self.last_flush = float("-inf")
+        self.flush_task: asyncio.Task | None = None
+        self.flush_lock = asyncio.Lock()
+        self.heartbeat_task: asyncio.Task | None = None
+
+    def socket_opened(self) -> None:
+        self.sockets += 1
+        if self.heartbeat_task is None:
+            self.heartbeat_task = self.loop.create_task(self._heartbeat())
+
+    def socket_closed(self) -> None:
+        self.sockets = max(0, self.sockets - 1)
+
+    def publish(self, transitions: list[Transition]) -> None:
+        """Queue transitions for the next diff; a burst within the window becomes one frame."""
+        for transition in transitions:
+            # A user appears once per diff, in their latest state.
+            self.pending[transition.username] = transition
+        if self.pending and self.flush_task is None:
+            delay = max(0.0, self.last_flush + settings.PRESENCE_COALESCE_WINDOW - self.loop.time())
+            self.flush_task = self.loop.create_task(self._flush_after(delay))
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self.flush_lock:
+            self.flush_task = None
+            pending, self.pending = self.pending, {}
+            self.last_flush = self.loop.time()
+            if not pending:
+                return
+            joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
+            leaves = [
+                {"username": t.username, "last_seen": protocol.iso(t.last_seen)}
+                for t in pending.values()
+                if isinstance(t, Leave)
+            ]
+            try:
+                count = await database_sync_to_async(presence_online_count)()
+                frame = protocol.diff_frame(joins, leaves, count)
+                await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
+            except Exception:
+                # Watchers resync from a snapshot when they reconnect; the
+                # transitions themselves are already in the database.
+                logger.exception("presence diff could not be published")
+
+    async def _heartbeat(self) -> None:
+        try:
+            while self.sockets > 0:
+                try:
+                    await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
+                    removed, leaves = await database_sync_to_async(presence_sweep)()
+                    if removed or leaves:
+                        logger.info("presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves))
+                    self.publish(leaves)
+                except Exception:
+                    logger.exception("presence heartbeat failed; trying again next interval")
+                await asyncio.sleep(settings.PRESENCE_HEARTBEAT_INTERVAL)
+        finally:
+            self.heartbeat_task = None
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceHub]" = weakref.WeakKeyDictionary()
+
+
+def hub() -> PresenceHub:
+    """This process's hub, for the running event loop."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = PresenceHub(loop)
+    return found

@@ -1,0 +1,170 @@
+"""Presence writes: sockets opening and closing, heartbeats, the sweep of dead processes.
+
+Every online/offline transition is decided under a lock on the user's
+UserPresence row, so it happens exactly once even when two sockets of one user
+open or close at the same moment on two processes.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from presence.models import Connection, UserPresence
+
+
+@dataclass(frozen=True)
+class Join:
+    username: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Leave:
+    username: str
+    last_seen: datetime
+
+
+Transition = Join | Leave
+
+
+class SessionEnded(Exception):
+    """The socket's session was logged out before the socket could be registered."""
+
+
+def _live_cutoff(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.PRESENCE_TTL)
+
+
+def _locked_presence(user_id: int) -> UserPresence:
+    presence, _ = UserPresence.objects.select_for_update().get_or_create(user_id=user_id)
+    return presence
+
+
+def _session_exists(session_key: str) -> bool:
+    engine = import_module(settings.SESSION_ENGINE)
+    return engine.SessionStore().exists(session_key)
+
+
+@transaction.atomic
+def connection_open(
+    *,
+    user: AbstractBaseUser,
+    channel_name: str,
+    server: str,
+    endpoint: str,
+    session_key: str = "",
+    room: str = "",
+) -> Join | None:
+    """Register an open socket; return the Join if it made the user online."""
+    presence = _locked_presence(user.pk)
+    # A logout that ran between the handshake and here found no socket to close:
+    # refuse the socket instead of letting it outlive its session.
+    if session_key and not _session_exists(session_key):
+        raise SessionEnded(session_key)
+    now = timezone.now()
+    # Sockets of a dead process that no sweep has reached yet: the user vanished
+    # from newer snapshots, so drop them and announce the user afresh.
+    stale, _ = Connection.objects.filter(user_id=user.pk, heartbeat_at__lt=_live_cutoff(now)).delete()
+    # online_since with no socket left means a leave is pending its grace
+    # period (a page reload): the user never went offline, so no join.
+    had_live = presence.online_since is not None and not stale
+    Connection.objects.create(
+        channel_name=channel_name,
+        user_id=user.pk,
+        session_key=session_key or "",
+        server=server,
+        endpoint=endpoint,
+        room=room,
+        opened_at=now,
+        heartbeat_at=now,
+    )
+    if had_live:
+        return None
+    presence.online_since = now
+    presence.save(update_fields=["online_since"])
+    return Join(username=user.get_username(), since=now)
+
+
+@transaction.atomic
+def connection_close(*, channel_name: str) -> int | None:
+    """Forget a closed socket; return its user's id when no live socket of theirs is left."""
+    connection = Connection.objects.filter(channel_name=channel_name).only("user_id").first()
+    if connection is None:
+        return None
+    presence = _locked_presence(connection.user_id)
+    connection.delete()
+    now = timezone.now()
+    presence.last_seen = now
+    presence.save(update_fields=["last_seen"])
+    if Connection.objects.filter(user_id=presence.user_id, heartbeat_at__gte=_live_cutoff(now)).exists():
+        return None
+    return presence.user_id
+
+
+@transaction.atomic
+def presence_settle(*, user_id: int) -> Leave | None:
+    """Mark a user offline if none of their sockets is live any more; return the Leave if so."""
+    presence = _locked_presence(user_id)
+    if presence.online_since is None:
+        return None
+    now = timezone.now()
+    if Connection.objects.filter(user_id=user_id, heartbeat_at__gte=_live_cutoff(now)).exists():
+        return None
+    presence.online_since = None
+    presence.last_seen = presence.last_seen or now
+    presence.save(update_fields=["online_since", "last_seen"])
+    return Leave(username=presence.user.get_username(), last_seen=presence.last_seen)
+
+
+def connection_heartbeat(*, server: str) -> int:
+    """Refresh every socket that one process holds, in one statement."""
+    return Connection.objects.filter(server=server).update(heartbeat_at=timezone.now())
+
+
+def connection_idle_set(*, channel_name: str, idle: bool) -> int:
+    """Record whether a socket's tab is idle."""
+    return Connection.objects.filter(channel_name=channel_name).update(idle=idle)
+
+
+def presence_sweep() -> tuple[int, list[Leave]]:
+    """Drop sockets whose process stopped refreshing them; return how many, and the leaves."""
+    now = timezone.now()
+    cutoff = _live_cutoff(now)
+    stale = Connection.objects.filter(heartbeat_at__lt=cutoff)
+    last_beats = dict(stale.values("user_id").annotate(last=Max("heartbeat_at")).values_list("user_id", "last"))
+    removed = 0
+    for user_id, last_beat in last_beats.items():
+        with transaction.atomic():
+            presence = _locked_presence(user_id)
+            count, _ = Connection.objects.filter(user_id=user_id, heartbeat_at__lt=cutoff).delete()
+            removed += count
+            if presence.last_seen is None or presence.last_seen < last_beat:
+                presence.last_seen = last_beat
+                presence.save(update_fields=["last_seen"])
+    # Users still marked online with no live socket: the ones just swept, and any
+    # whose leave was pending on a process that died during the grace period.
+    grace_cutoff = now - timedelta(seconds=settings.PRESENCE_LEAVE_GRACE)
+    orphans = (
+        UserPresence.objects.filter(online_since__isnull=False)
+        .exclude(user__connections__heartbeat_at__gte=cutoff)
+        .exclude(last_seen__gte=grace_cutoff)
+        .values_list("user_id", flat=True)
+    )
+    leaves = [leave for user_id in list(orphans) if (leave := presence_settle(user_id=user_id))]
+    return removed, leaves
+
+
+def session_channels(*, session_key: str) -> list[str]:
+    """The channel names of the sockets opened with one session."""
+    return list(Connection.objects.filter(session_key=session_key).values_list("channel_name", flat=True))
+
+
+def user_channels(*, user_id: int) -> list[str]:
+    """The channel names of every socket of one user."""
+    return list(Connection.objects.filter(user_id=user_id).values_list("channel_name", flat=True))

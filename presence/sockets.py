@@ -1,0 +1,145 @@
+"""WebSocket plumbing shared by every endpoint: auth, safe decoding, ping, presence registration."""
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from presence import protocol
+from presence.protocol import ProtocolError
+from presence.runtime import SERVER_ID, hub
+from presence.services import SessionEnded, connection_close, connection_open, presence_settle
+
+logger = logging.getLogger(__name__)
+
+
+class SocketConsumer(AsyncWebsocketConsumer):
+    """A logged-in socket that counts towards its user's presence.
+
+    Subclasses name their endpoint, the groups they join, the client frame
+    types they take (mapped to methods through an explicit table, never by
+    name), and what to send once the socket is registered.
+    """
+
+    endpoint: str = ""
+    room: str = ""
+    client_types: dict[str, str] = {protocol.PING: "on_ping"}
+
+    registered = False
+    joined: tuple[str, ...] = ()
+
+    async def connect(self) -> None:
+        """Called when the handshake arrives; close codes need an accepted socket."""
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
+            return
+        refusal = await self.refusal()
+        if refusal is not None:
+            await self.close(code=refusal)
+            return
+        try:
+            await self.register(user)
+        except SessionEnded:
+            await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
+            return
+        except Exception:
+            logger.exception("%s socket could not be registered", self.endpoint)
+            await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+            return
+        await self.opened()
+
+    async def refusal(self) -> int | None:
+        """Called before registration; return a close code to refuse the socket."""
+        return None
+
+    def groups_for(self) -> tuple[str, ...]:
+        """The channel-layer groups this socket listens to."""
+        return ()
+
+    async def opened(self) -> None:
+        """Called once the socket counts as present: send the initial frames."""
+
+    async def closed(self) -> None:
+        """Called after a registered socket is forgotten."""
+
+    async def register(self, user) -> None:
+        self.joined = self.groups_for()
+        # Join the groups first, so that no event between the snapshot and the join is lost.
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        session = self.scope.get("session")
+        join = await database_sync_to_async(connection_open)(
+            user=user,
+            channel_name=self.channel_name,
+            server=SERVER_ID,
+            endpoint=self.endpoint,
+            session_key=getattr(session, "session_key", None) or "",
+            room=self.room,
+        )
+        self.registered = True
+        presence_hub = hub()
+        presence_hub.socket_opened()
+        if join is not None:
+            presence_hub.publish([join])
+
+    async def disconnect(self, code: int) -> None:
+        """Called when the socket has closed, from either side."""
+        if not self.registered:
+            return
+        self.registered = False
+        presence_hub = hub()
+        presence_hub.socket_closed()
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+        await self.closed()
+        if user_id is None:
+            return
+        # A page reload closes the last socket and opens a new one within a
+        # moment: wait before announcing the leave so that it does not flicker.
+        if settings.PRESENCE_LEAVE_GRACE > 0:
+            await asyncio.sleep(settings.PRESENCE_LEAVE_GRACE)
+        leave = await database_sync_to_async(presence_settle)(user_id=user_id)
+        if leave is not None:
+            presence_hub.publish([leave])
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each client frame: decode, look up its handler, answer errors in-band."""
+        if text_data is None:
+            await self.close(code=protocol.CLOSE_UNSUPPORTED_DATA)
+            return
+        if len(text_data) > protocol.MAX_FRAME_CHARS // 4 and (
+            len(text_data.encode("utf-8", "surrogatepass")) > protocol.MAX_FRAME_CHARS
+        ):
+            await self.close(code=protocol.CLOSE_TOO_LARGE)
+            return
+        try:
+            frame = protocol.decode_frame(text_data)
+            method = self.client_types.get(frame["type"])
+            if method is None:
+                raise ProtocolError(protocol.UNKNOWN_TYPE, "This endpoint does not take frames of that type.")
+            await getattr(self, method)(frame)
+        except ProtocolError as error:
+            await self.send_frame(protocol.error_frame(error.code, error.detail))
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=protocol.dumps(frame))
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_frame(protocol.pong_frame())
+
+    async def frame_forward(self, event: dict[str, Any]) -> None:
+        """Called with a frame that a group broadcast, already serialized once for all receivers."""
+        if event.get("skip") != self.channel_name:
+            await self.send(text_data=event["text"])
+
+    async def session_end(self, event: dict[str, Any]) -> None:
+        """Called when this socket's session ended: log-out, password change, or an admin."""
+        await self.close(code=protocol.CLOSE_SESSION_ENDED)
+        # Forget the socket now rather than when the client acknowledges the close.
+        await self.disconnect(protocol.CLOSE_SESSION_ENDED)

@@ -1,0 +1,283 @@
+"""/ws/presence/ through the full ASGI stack, on the in-memory layer and on a real Redis."""
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from presence import protocol
+from presence.models import Connection
+from presence.services import connection_open
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
+
+
+async def snapshot_of(communicator) -> dict:
+    frame = await communicator.receive_json_from(timeout=5)
+    assert frame["type"] == "presence.snapshot"
+    return frame
+
+
+async def next_diff(communicator, timeout: float = 5) -> dict:
+    frame = await communicator.receive_json_from(timeout=timeout)
+    assert frame["type"] == "presence.diff", frame
+    return frame
+
+
+async def close_code(communicator) -> int:
+    """Skip the frames still queued for the socket; return the code it was closed with."""
+    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    return message["code"]
+
+
+async def answers_ping(communicator) -> bool:
+    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
+    await communicator.send_json_to({"type": "ping"})
+    while True:
+        message = await communicator.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            return False
+        if message.get("text") == '{"type":"pong"}':
+            return True
+
+
+async def test_snapshot_lists_online_users_including_me(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    await snapshot_of(bob_socket)
+    alice_socket, *_ = await open_socket("/ws/presence/", alice)
+    snapshot = await snapshot_of(alice_socket)
+    assert snapshot["online_count"] == 2
+    assert [user["username"] for user in snapshot["users"]] == ["alice", "bob"]
+    assert all(user["online"] and user["since"].endswith("Z") for user in snapshot["users"])
+
+
+async def test_join_and_leave_are_announced_to_watchers(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    assert (await next_diff(watcher))["joins"][0]["username"] == "alice"  # my own arrival
+
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    diff = await next_diff(watcher)
+    assert [j["username"] for j in diff["joins"]] == ["bob"]
+    assert diff["leaves"] == [] and diff["online_count"] == 2
+
+    await bob_socket.disconnect()
+    diff = await next_diff(watcher)
+    assert [leave["username"] for leave in diff["leaves"]] == ["bob"]
+    assert diff["leaves"][0]["last_seen"].endswith("Z")
+    assert diff["joins"] == [] and diff["online_count"] == 1
+
+
+async def test_second_tab_does_not_announce_join_and_closing_one_announces_nothing(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+
+    first_tab, client, key = await open_socket("/ws/presence/", bob)
+    assert [j["username"] for j in (await next_diff(watcher))["joins"]] == ["bob"]
+    second_tab, *_ = await open_socket("/ws/presence/", session_key=key)
+    await snapshot_of(second_tab)
+    assert await watcher.receive_nothing(timeout=0.5)
+
+    await second_tab.disconnect()
+    assert await watcher.receive_nothing(timeout=0.5)
+    await first_tab.disconnect()
+    assert [leave["username"] for leave in (await next_diff(watcher))["leaves"]] == ["bob"]
+
+
+async def test_two_devices_count_once(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    phone, *_ = await open_socket("/ws/presence/", bob)
+    laptop, *_ = await open_socket("/ws/presence/", bob)
+    assert [j["username"] for j in (await next_diff(watcher))["joins"]] == ["bob"]
+    assert await watcher.receive_nothing(timeout=0.3)
+    await phone.disconnect()
+    assert await watcher.receive_nothing(timeout=0.3)
+    snapshot = await snapshot_of((await open_socket("/ws/presence/", alice))[0])
+    assert snapshot["online_count"] == 2
+
+
+async def test_anonymous_socket_is_closed_with_4401_after_accept(open_socket):
+    communicator, *_ = await open_socket("/ws/presence/")
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    assert await database_sync_to_async(Connection.objects.count)() == 0
+
+
+async def test_foreign_origin_is_refused_at_the_handshake(make_user, open_socket):
+    alice = await database_sync_to_async(make_user)("alice")
+    await open_socket("/ws/presence/", alice, origin="http://evil.example", expect_accept=False)
+    await open_socket("/ws/presence/", alice, origin=None, expect_accept=False)
+    await open_socket("/ws/presence/", alice, origin="null", expect_accept=False)
+
+
+async def test_logout_closes_that_sessions_socket_and_other_device_stays_online(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    laptop, laptop_client, _ = await open_socket("/ws/presence/", bob)
+    phone, *_ = await open_socket("/ws/presence/", bob)
+    await snapshot_of(laptop)
+    await snapshot_of(phone)
+    await next_diff(watcher)
+
+    response = await sync_to_async(laptop_client.post)("/accounts/logout/")
+    assert response.status_code == 302
+    assert await close_code(laptop) == 4000
+    assert await answers_ping(phone)
+    assert await watcher.receive_nothing(timeout=0.3)  # bob is still online on his phone
+
+    await phone.disconnect()
+    assert [leave["username"] for leave in (await next_diff(watcher))["leaves"]] == ["bob"]
+
+
+async def test_logout_of_last_socket_announces_the_leave(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    socket, client, _ = await open_socket("/ws/presence/", bob)
+    await next_diff(watcher)
+    await sync_to_async(client.post)("/accounts/logout/")
+    assert await close_code(socket) == 4000
+    assert [leave["username"] for leave in (await next_diff(watcher))["leaves"]] == ["bob"]
+
+
+async def test_socket_of_a_logged_out_session_is_refused(make_user, open_socket):
+    bob = await database_sync_to_async(make_user)("bob")
+    socket, client, key = await open_socket("/ws/presence/", bob)
+    await snapshot_of(socket)
+    await sync_to_async(client.post)("/accounts/logout/")
+    assert await close_code(socket) == 4000
+    copied, *_ = await open_socket("/ws/presence/", session_key=key)
+    assert await copied.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_stale_connection_is_swept_and_announced_offline(make_user, open_socket, settings):
+    settings.PRESENCE_TTL = 1
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 0.2
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    # bob's socket lives on a process that then dies: nobody refreshes it.
+    await database_sync_to_async(connection_open)(
+        user=bob, channel_name="specific.dead!1", server="dead-host:1:0", endpoint="presence"
+    )
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    snapshot = await snapshot_of(watcher)
+    assert {u["username"] for u in snapshot["users"]} == {"alice", "bob"}
+    leaves = []
+    while not leaves:
+        leaves = (await next_diff(watcher, timeout=5))["leaves"]
+    assert [leave["username"] for leave in leaves] == ["bob"]
+    assert not await database_sync_to_async(Connection.objects.filter(user=bob).exists)()
+    # alice's own socket is refreshed by her process's heartbeat and survives the sweeps.
+    assert await database_sync_to_async(Connection.objects.filter(user=alice).exists)()
+
+
+async def test_ping_gets_pong(make_user, open_socket):
+    socket, *_ = await open_socket("/ws/presence/", await database_sync_to_async(make_user)("alice"))
+    await snapshot_of(socket)
+    await socket.send_json_to({"type": "ping"})
+    assert await socket.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "invalid"),
+        ("42", "invalid"),
+        ('"ping"', "invalid"),
+        ("null", "invalid"),
+        ("{}", "invalid"),
+        ('{"type": 7}', "invalid"),
+        ('{"type": "chat.message", "body": "hi"}', "unknown_type"),
+        ('{"type": "websocket.disconnect"}', "unknown_type"),
+        ('{"type": "frame.forward", "text": "{}"}', "unknown_type"),
+        ('{"type": "session.end"}', "unknown_type"),
+        ('{"type": "__init__"}', "unknown_type"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(make_user, open_socket, text, code):
+    socket, *_ = await open_socket("/ws/presence/", await database_sync_to_async(make_user)("alice"))
+    await snapshot_of(socket)
+    await next_diff(socket)  # my own arrival
+    await socket.send_to(text_data=text)
+    frame = await socket.receive_json_from(timeout=5)
+    assert frame["type"] == "error" and frame["code"] == code and frame["detail"]
+    await socket.send_json_to({"type": "ping"})
+    assert await socket.receive_json_from(timeout=5) == {"type": "pong"}
+
+
+async def test_binary_frame_is_closed_with_1003(make_user, open_socket):
+    socket, *_ = await open_socket("/ws/presence/", await database_sync_to_async(make_user)("alice"))
+    await snapshot_of(socket)
+    await socket.send_to(bytes_data=b"\x00\x01")
+    assert await close_code(socket) == protocol.CLOSE_UNSUPPORTED_DATA
+
+
+async def test_oversized_frame_is_closed_with_1009(make_user, open_socket):
+    socket, *_ = await open_socket("/ws/presence/", await database_sync_to_async(make_user)("alice"))
+    await snapshot_of(socket)
+    await socket.send_to(text_data='{"type":"ping","pad":"' + "é" * 40000 + '"}')
+    assert await close_code(socket) == protocol.CLOSE_TOO_LARGE
+
+
+async def test_diffs_are_coalesced_in_a_burst(make_user, open_socket, settings):
+    settings.PRESENCE_COALESCE_WINDOW = 0.25
+    users = await database_sync_to_async(lambda: [make_user(f"user{i}") for i in range(8)])()
+    watcher, *_ = await open_socket("/ws/presence/", users[0])
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    for user in users[1:]:
+        await open_socket("/ws/presence/", user)
+    seen: set[str] = set()
+    frames = 0
+    while len(seen) < 7:
+        diff = await next_diff(watcher)
+        frames += 1
+        seen.update(j["username"] for j in diff["joins"])
+    assert seen == {f"user{i}" for i in range(1, 8)}
+    assert diff["online_count"] == 8
+    assert frames <= 3
+
+
+async def test_reload_within_grace_does_not_flicker(make_user, open_socket, settings):
+    settings.PRESENCE_LEAVE_GRACE = 0.5
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    old_page, _, key = await open_socket("/ws/presence/", bob)
+    await next_diff(watcher)
+    closing = old_page.disconnect(timeout=3)
+    new_page, *_ = await open_socket("/ws/presence/", session_key=key)
+    await closing
+    await snapshot_of(new_page)
+    assert await watcher.receive_nothing(timeout=1.0)
+
+
+async def test_stale_rows_of_a_dead_process_do_not_hide_a_new_join(make_user, open_socket, settings):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    await database_sync_to_async(connection_open)(
+        user=bob, channel_name="specific.dead!2", server="dead-host:2:0", endpoint="presence"
+    )
+    long_ago = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL * 2)
+    await database_sync_to_async(Connection.objects.filter(user=bob).update)(heartbeat_at=long_ago)
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    assert [u["username"] for u in (await snapshot_of(watcher))["users"]] == ["alice"]
+    await next_diff(watcher)
+    await open_socket("/ws/presence/", bob)
+    joins = []
+    while not joins:
+        diff = await next_diff(watcher)
+        joins = [j["username"] for j in diff["joins"]]
+    assert joins == ["bob"]
