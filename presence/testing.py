@@ -132,3 +132,45 @@ def live_cookie(user) -> str:
     """A session cookie header for a user, valid on any process sharing the database."""
     _, key = session_cookie(user)
     return f"sessionid={key}"
+
+
+class LiveSocket:
+    """A JSON WebSocket client for a live server, as a browser of a logged-in user would open."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def open(cls, server: "LiveServer", path: str, cookie: str | None, *, origin: str | None = None):
+        from websockets.asyncio.client import connect
+
+        headers = {"Origin": origin or server.http}
+        if cookie:
+            headers["Cookie"] = cookie
+        return cls(await connect(server.ws + path, additional_headers=headers, open_timeout=10, max_size=2**20))
+
+    async def send(self, frame: dict) -> None:
+        import json
+
+        await self.connection.send(json.dumps(frame))
+
+    async def receive(self, timeout: float = 5.0) -> dict:
+        import asyncio
+        import json
+
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def receive_until(self, predicate, timeout: float = 10.0) -> list[dict]:
+        """Frames received until one satisfies predicate (included), or TimeoutError."""
+        import asyncio
+
+        frames: list[dict] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.receive(timeout=timeout)
+                frames.append(frame)
+                if predicate(frame):
+                    return frames
+
+    async def close(self) -> None:
+        await self.connection.close()
