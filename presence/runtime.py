@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from presence import protocol
+from presence import metrics, protocol
 from presence.selectors import presence_online_count
 from presence.services import Join, Leave, Transition, connection_heartbeat, presence_sweep
 
@@ -51,15 +51,17 @@ class PresenceHub:
             # A user appears once per diff, in their latest state.
             self.pending[transition.username] = transition
         if self.pending and self.flush_task is None:
-            delay = max(0.0, self.last_flush + settings.PRESENCE_COALESCE_WINDOW - self.loop.time())
-            self.flush_task = self.loop.create_task(self._flush_after(delay))
+            self.flush_task = self.loop.create_task(self._flush())
 
-    async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _flush(self) -> None:
         async with self.flush_lock:
+            # The window runs from when the previous diff was handed to the layer,
+            # so a slow count query cannot bunch two diffs together.
+            delay = self.last_flush + settings.PRESENCE_COALESCE_WINDOW - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             self.flush_task = None
             pending, self.pending = self.pending, {}
-            self.last_flush = self.loop.time()
             if not pending:
                 return
             joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
@@ -73,9 +75,12 @@ class PresenceHub:
                 frame = protocol.diff_frame(joins, leaves, count)
                 await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
             except Exception:
+                metrics.LAYER_ERRORS.labels("presence_diff").inc()
                 # Watchers resync from a snapshot when they reconnect; the
                 # transitions themselves are already in the database.
                 logger.exception("presence diff could not be published")
+            finally:
+                self.last_flush = self.loop.time()
 
     async def _heartbeat(self) -> None:
         try:
@@ -83,6 +88,8 @@ class PresenceHub:
                 try:
                     await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
                     removed, leaves = await database_sync_to_async(presence_sweep)()
+                    metrics.SWEEP_RUNS.inc()
+                    metrics.STALE_REMOVED.inc(removed)
                     if removed or leaves:
                         logger.info("presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves))
                     self.publish(leaves)

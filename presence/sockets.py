@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from presence import protocol
+from presence import metrics, protocol
 from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
 from presence.services import SessionEnded, connection_close, connection_open, presence_settle
@@ -82,6 +82,8 @@ class SocketConsumer(AsyncWebsocketConsumer):
             room=self.room,
         )
         self.registered = True
+        metrics.OPEN_SOCKETS.labels(self.endpoint).inc()
+        logger.info("socket open", extra=self.log_fields())
         presence_hub = hub()
         presence_hub.socket_opened()
         if join is not None:
@@ -92,6 +94,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
         if not self.registered:
             return
         self.registered = False
+        metrics.OPEN_SOCKETS.labels(self.endpoint).dec()
+        metrics.SOCKETS_CLOSED.labels(self.endpoint, str(code)).inc()
+        logger.info("socket closed", extra={**self.log_fields(), "code": code})
         presence_hub = hub()
         presence_hub.socket_closed()
         for group in self.joined:
@@ -125,7 +130,22 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError(protocol.UNKNOWN_TYPE, "This endpoint does not take frames of that type.")
             await getattr(self, method)(frame)
         except ProtocolError as error:
+            metrics.FRAMES_REFUSED.labels(error.code).inc()
+            logger.info("frame refused", extra={**self.log_fields(), "reason": error.code})
             await self.send_frame(protocol.error_frame(error.code, error.detail))
+
+    def log_fields(self) -> dict[str, Any]:
+        """Who and where, for log lines; never a body, cookie or session key."""
+        user = self.scope.get("user")
+        client = self.scope.get("client") or ("", 0)
+        headers = dict(self.scope.get("headers") or [])
+        return {
+            "user": user.get_username() if user is not None and user.is_authenticated else None,
+            "remote": client[0] if client else None,
+            "origin": headers.get(b"origin", b"").decode("latin-1")[:200] or None,
+            "endpoint": self.endpoint,
+            "room": self.room or None,
+        }
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=protocol.dumps(frame))

@@ -124,6 +124,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "presence_site.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "presence_site.urls"
@@ -279,16 +280,24 @@ PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.2)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
 
+# /metrics answers staff sessions and these networks (behind a proxy, Daphne's
+# --proxy-headers makes REMOTE_ADDR the client's address).
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json; got {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "presence_site.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
