@@ -9,7 +9,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536 --proxy-headers
 
-.PHONY: run test test-sqlite test-postgres check-deploy lint clean
+.PHONY: run stack test test-sqlite test-postgres check-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: $(VENV)/.run-deps
 	@echo "  Make an admin account with: $(BIN)/python manage.py createsuperuser"
 	@echo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) presence_site.asgi:application
+
+# The production shape without Docker: Redis, PostgreSQL, two Daphne processes
+# and nginx (Debian packages) on loopback, nginx on http://127.0.0.1:8080/.
+stack: $(VENV)/.run-deps
+	$(BIN)/python -m presence_site.stack --port $(or $(STACK_PORT),8080)
 
 # The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL.
 test: test-sqlite test-postgres

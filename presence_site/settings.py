@@ -253,7 +253,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env_str("STATIC_ROOT") or BASE_DIR / "staticfiles"
 # With DEBUG the files are served straight from static/; in production from
 # STATIC_ROOT after `collectstatic`, with hashed names and compression.
 WHITENOISE_USE_FINDERS = DEBUG
