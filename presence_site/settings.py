@@ -221,6 +221,31 @@ def redis_caches(url: str) -> dict:
     }
 
 
+def sentinel_channel_layers(sentinels: str, master: str, db: int = 0) -> dict:
+    """The channels-redis layer on the master that Redis Sentinel names, followed through failovers."""
+    from presence_site.sentinel import parse_sentinels
+
+    layers = redis_channel_layers("unused")
+    layers["default"]["CONFIG"]["hosts"] = [
+        {
+            "sentinels": parse_sentinels(sentinels),
+            "master_name": master,
+            "db": db,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": 5,
+            "max_connections": REDIS_MAX_CONNECTIONS,
+            "sentinel_kwargs": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    ]
+    return layers
+
+
+def sentinel_caches(sentinels: str, master: str, db: int = 0) -> dict:
+    caches = redis_caches(f"sentinel://{sentinels}/{master}/{db}")
+    caches["default"]["OPTIONS"]["pool_class"] = "presence_site.sentinel.SentinelCachePool"
+    return caches
+
+
 MEMORY_CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels.layers.InMemoryChannelLayer",
@@ -229,8 +254,20 @@ MEMORY_CHANNEL_LAYERS = {
 }
 MEMORY_CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CHANNEL_LAYERS = redis_channel_layers(REDIS_URL) if REDIS_URL else MEMORY_CHANNEL_LAYERS
-CACHES = redis_caches(REDIS_URL) if REDIS_URL else MEMORY_CACHES
+# Sentinel, when named, takes precedence over REDIS_URL.
+REDIS_SENTINELS = env_str("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name the sentinels monitor.")
+if REDIS_SENTINELS:
+    CHANNEL_LAYERS = sentinel_channel_layers(REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+    CACHES = sentinel_caches(REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+elif REDIS_URL:
+    CHANNEL_LAYERS = redis_channel_layers(REDIS_URL)
+    CACHES = redis_caches(REDIS_URL)
+else:
+    CHANNEL_LAYERS = MEMORY_CHANNEL_LAYERS
+    CACHES = MEMORY_CACHES
 
 # Sessions live in the database so that every process on every host sees them.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
