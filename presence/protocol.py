@@ -94,8 +94,12 @@ def pong_frame() -> dict[str, Any]:
     return {"type": PONG}
 
 
-def snapshot_frame(users: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}
+def snapshot_frame(users: list[dict[str, Any]], recent: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """users: who is online now; recent: offline users, most recently seen first (a page resyncs from both)."""
+    frame = {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}
+    if recent is not None:
+        frame["recent"] = recent
+    return frame
 
 
 def diff_frame(

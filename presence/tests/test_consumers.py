@@ -353,3 +353,15 @@ async def test_leaving_while_away_announces_the_leave_only(make_user, open_socke
     socket, *_ = await open_socket("/ws/presence/", bob)
     diff = await next_diff(watcher)
     assert [j["username"] for j in diff["joins"]] == ["bob"] and diff["states"] == []
+
+
+async def test_snapshot_lists_the_recently_seen_for_a_resync(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    await snapshot_of(bob_socket)
+    await bob_socket.disconnect()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    snapshot = await snapshot_of(watcher)
+    assert [user["username"] for user in snapshot["users"]] == ["alice"]
+    assert [(r["username"], r["online"]) for r in snapshot["recent"]] == [("bob", False)]
+    assert snapshot["recent"][0]["last_seen"].endswith("Z")
