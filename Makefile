@@ -9,7 +9,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536 --proxy-headers
 
-.PHONY: run test test-sqlite test-postgres check-deploy lint clean
+.PHONY: run test test-sqlite test-postgres test-browser check-deploy lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-sqlite: $(VENV)/.dev-deps
 
 test-postgres: $(VENV)/.dev-deps
 	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest
+
+# The Chromium suite alone (it also refreshes the screenshots in docs/img/).
+test-browser: $(VENV)/.dev-deps
+	env -u DATABASE_URL $(BIN)/pytest -m browser
 
 check-deploy: $(VENV)/.run-deps
 	DEBUG=0 SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \

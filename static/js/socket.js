@@ -26,6 +26,7 @@
   var MAX_DELAY = 30000;
   var PING_INTERVAL = 25000;
   var BACK_ONLINE_SHOWN = 3000;
+  var LEAVE_GRACE = 3000;
   var TO_LOGIN = { 4401: true, 4000: true };
   var NO_RETRY = { 4403: true, 4404: true, 4429: true, 1003: true, 1008: true };
 
@@ -147,6 +148,7 @@
     var retryTimer = null;
     var backOnlineTimer = null;
     var outbox = new Map(); // key -> frame, in insertion order
+    var leaving = false;
 
     function connect() {
       retryTimer = null;
@@ -177,25 +179,36 @@
       });
       socket.addEventListener("close", function (event) {
         if (ws !== socket) return;
-        ws = null;
-        if (handlers.onClose) handlers.onClose(event.code, api);
-        if (stopped) return;
-        if (TO_LOGIN[event.code]) {
-          stopped = true;
-          showState("Signed out", "down");
-          window.location.assign(loginUrl());
+        if (leaving) {
+          // The page is navigating away (a log-out form, a link): the server
+          // may close this socket first. Let the navigation win; if it was
+          // cancelled, handle the close once the page is still here.
+          setTimeout(function () { closed(socket, event); }, LEAVE_GRACE);
           return;
         }
-        if (NO_RETRY[event.code]) {
-          stopped = true;
-          showState("Disconnected (" + event.code + ")", "down");
-          return;
-        }
-        clearTimeout(backOnlineTimer);
-        showState("Reconnecting…", "wait");
-        retryTimer = setTimeout(connect, backoff(attempt));
-        attempt += 1;
+        closed(socket, event);
       });
+    }
+
+    function closed(socket, event) {
+      if (ws === socket) ws = null;
+      if (handlers.onClose) handlers.onClose(event.code, api);
+      if (stopped) return;
+      if (TO_LOGIN[event.code]) {
+        stopped = true;
+        showState("Signed out", "down");
+        window.location.assign(loginUrl());
+        return;
+      }
+      if (NO_RETRY[event.code]) {
+        stopped = true;
+        showState("Disconnected (" + event.code + ")", "down");
+        return;
+      }
+      clearTimeout(backOnlineTimer);
+      showState("Reconnecting…", "wait");
+      retryTimer = setTimeout(connect, backoff(attempt));
+      attempt += 1;
     }
 
     var api = {
@@ -231,6 +244,10 @@
     // Keep idle proxies from dropping the socket.
     setInterval(function () { api.send({ type: "ping" }); }, PING_INTERVAL);
     window.addEventListener("online", api.retryNow);
+    window.addEventListener("beforeunload", function () {
+      leaving = true;
+      setTimeout(function () { leaving = false; }, LEAVE_GRACE); // runs only if the page stayed
+    });
     window.addEventListener("pagehide", function () { stopped = true; });
     window.addEventListener("pageshow", function (event) {
       // Back from the back/forward cache: the old socket is gone, open a new one.
