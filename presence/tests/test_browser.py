@@ -30,6 +30,13 @@ ALLOW_ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 expect.set_options(timeout=5_000)
 
+# Records every frame a page's sockets send, in window.__sent.
+RECORD_SENT_FRAMES = """
+window.__sent = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.__sent.push(String(data)); return send.call(this, data); };
+"""
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -83,6 +90,7 @@ def presence_page(context: BrowserContext) -> Page:
     """Open the presence page and wait until its socket is open and the snapshot applied."""
     page = context.new_page()
     page.goto("/")
+    expect(page.locator("html[data-presence=live]")).to_have_count(1)
     me = page.locator(".whoami").get_attribute("data-username")
     expect(online(page, me)).to_be_visible()
     return page
@@ -220,11 +228,15 @@ def test_an_untouched_tab_shows_as_away_and_comes_back_on_interaction(live_serve
 def test_a_server_restart_shows_reconnecting_then_back_online_and_resyncs(live_server_factory, new_context, make_user):
     first, second = live_server_factory(), live_server_factory()
     alice, bob = make_user("alice"), make_user("bob")
-    watcher = presence_page(new_context(first, alice))
+    context = new_context(first, alice)
+    context.add_init_script(RECORD_SENT_FRAMES)
+    watcher = presence_page(context)
     state = watcher.locator("#conn-state")
 
     first.halt()
     expect(state).to_have_text("Reconnecting…")
+    # A frame put in the outbox while disconnected is kept and sent after the reconnect.
+    assert watcher.evaluate("presencePage.enqueue({type: 'ping', client_id: 'kept-1'}) && presencePage.isOpen()") is False
     # Bob comes online on the other process while alice's is down: she misses
     # the diff, and must learn of him from the snapshot after reconnecting.
     presence_page(new_context(second, bob))
@@ -233,6 +245,7 @@ def test_a_server_restart_shows_reconnecting_then_back_online_and_resyncs(live_s
     expect(online(watcher, "bob")).to_be_visible()
     expect(online(watcher, "alice")).to_be_visible()
     expect(watcher.locator("#online-count")).to_have_text("2")
+    watcher.wait_for_function("window.__sent.some(text => text.includes('kept-1'))")
 
 
 def test_screenshots_of_the_presence_page(server, new_context, make_user):
@@ -272,3 +285,45 @@ def test_keyboard_reaches_the_log_out_button_with_a_visible_focus(server, new_co
     assert outline == "solid"
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{server.http}/accounts/login/")
+
+
+def test_socket_module_backoff_outbox_and_unread_marker(server, new_context, make_user):
+    page = presence_page(new_context(server, make_user("alice")))
+    # Full jitter: every delay below min(30 s, 0.5 s × 2^attempt), and spread out.
+    bounds = page.evaluate(
+        """() => [0, 1, 2, 5, 6, 12].map(n => {
+             const delays = Array.from({length: 200}, () => PresenceSocket.backoff(n));
+             return [Math.min(...delays), Math.max(...delays)];
+           })"""
+    )
+    for attempt, (low, high) in zip([0, 1, 2, 5, 6, 12], bounds, strict=True):
+        cap = min(30_000, 500 * 2**attempt)
+        assert 0 <= low < cap * 0.2 and cap * 0.8 < high < cap, (attempt, low, high)
+
+    # The outbox keeps a frame until it is acknowledged; sent at once while open.
+    pending = page.evaluate(
+        """() => {
+             const key = presencePage.enqueue({type: "ping", client_id: "c-1"});
+             const before = presencePage.pending().length;
+             presencePage.ack(key);
+             return [key, before, presencePage.pending().length];
+           }"""
+    )
+    assert pending == ["c-1", 1, 0]
+
+    # Unread marker: counts in the title while hidden, cleared when the tab is seen.
+    title = page.title()
+    page.evaluate(
+        """() => {
+             Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+             PresenceSocket.unread.bump(); PresenceSocket.unread.bump(2);
+           }"""
+    )
+    expect(page).to_have_title(f"(3) {title}")
+    page.evaluate(
+        """() => {
+             Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
+             document.dispatchEvent(new Event("visibilitychange"));
+           }"""
+    )
+    expect(page).to_have_title(title)

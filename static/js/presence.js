@@ -167,7 +167,10 @@
   window.presencePage = PresenceSocket.open("/ws/presence/", {
     reportIdle: true,
     onFrame: function (frame) {
-      if (frame.type === "presence.snapshot") applySnapshot(frame);
+      if (frame.type === "presence.snapshot") {
+        applySnapshot(frame);
+        document.documentElement.dataset.presence = "live"; // tests and styles can tell a synced page
+      }
       else if (frame.type === "presence.diff") applyDiff(frame);
     }
   });
