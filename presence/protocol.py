@@ -109,7 +109,13 @@ def diff_frame(
     states: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """states: [{"username", "state": "away" | "online"}] for online users whose idle state changed."""
-    return {"type": PRESENCE_DIFF, "joins": joins, "leaves": leaves, "states": states or [], "online_count": online_count}
+    return {
+        "type": PRESENCE_DIFF,
+        "joins": joins,
+        "leaves": leaves,
+        "states": states or [],
+        "online_count": online_count,
+    }
 
 
 def tab_state(frame: dict[str, Any]) -> bool:

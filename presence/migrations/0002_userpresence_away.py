@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('presence', '0001_initial'),
+        ("presence", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='userpresence',
-            name='away',
+            model_name="userpresence",
+            name="away",
             field=models.BooleanField(default=False),
         ),
     ]

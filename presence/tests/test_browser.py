@@ -105,7 +105,8 @@ def recent(page: Page, username: str):
 
 
 def test_login_through_the_form_shows_the_user_online_to_others_within_a_second(server, new_context, make_user):
-    alice, bob = make_user("alice"), make_user("bob")
+    alice = make_user("alice")
+    make_user("bob")
     watcher = presence_page(new_context(server, alice))
 
     page = new_context(server).new_page()
@@ -236,7 +237,9 @@ def test_a_server_restart_shows_reconnecting_then_back_online_and_resyncs(live_s
     first.halt()
     expect(state).to_have_text("Reconnecting…")
     # A frame put in the outbox while disconnected is kept and sent after the reconnect.
-    assert watcher.evaluate("presencePage.enqueue({type: 'ping', client_id: 'kept-1'}) && presencePage.isOpen()") is False
+    assert (
+        watcher.evaluate("presencePage.enqueue({type: 'ping', client_id: 'kept-1'}) && presencePage.isOpen()") is False
+    )
     # Bob comes online on the other process while alice's is down: she misses
     # the diff, and must learn of him from the snapshot after reconnecting.
     presence_page(new_context(second, bob))
