@@ -74,7 +74,9 @@ def new_context(browser) -> Iterator[Callable[..., BrowserContext]]:
     contexts: list[BrowserContext] = []
 
     def open_(server: LiveServer, user=None, *, width: int = 1280, height: int = 800) -> BrowserContext:
-        context = browser.new_context(base_url=server.http, viewport={"width": width, "height": height})
+        context = browser.new_context(
+            base_url=server.http, viewport={"width": width, "height": height}, locale="en-GB", timezone_id="UTC"
+        )
         if user is not None:
             _, key = session_cookie(user)
             context.add_cookies([{"name": "sessionid", "value": key, "url": server.http}])
@@ -102,6 +104,19 @@ def online(page: Page, username: str):
 
 def recent(page: Page, username: str):
     return page.locator("#recent-list li.user").filter(has=page.locator(".name", has_text=username))
+
+
+def set_hidden(page: Page, hidden: bool) -> None:
+    """Headless pages are always visible: stand in for the tab going to the background and back."""
+    page.evaluate(
+        """hidden => {
+             const state = hidden ? "hidden" : "visible";
+             Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+             Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+             document.dispatchEvent(new Event("visibilitychange"));
+           }""",
+        hidden,
+    )
 
 
 def test_login_through_the_form_shows_the_user_online_to_others_within_a_second(server, new_context, make_user):
@@ -225,6 +240,12 @@ def test_an_untouched_tab_shows_as_away_and_comes_back_on_interaction(live_serve
     expect(online(watcher, "bob")).to_have_attribute("data-state", "online")
     expect(watcher.locator("#feed")).to_contain_text("bob is back")
 
+    # A tab in the background goes idle too, and coming back into view is activity.
+    set_hidden(bob_page, True)
+    expect(online(watcher, "bob")).to_have_attribute("data-state", "away")
+    set_hidden(bob_page, False)
+    expect(online(watcher, "bob")).to_have_attribute("data-state", "online")
+
 
 def test_a_server_restart_shows_reconnecting_then_back_online_and_resyncs(live_server_factory, new_context, make_user):
     first, second = live_server_factory(), live_server_factory()
@@ -316,17 +337,8 @@ def test_socket_module_backoff_outbox_and_unread_marker(server, new_context, mak
 
     # Unread marker: counts in the title while hidden, cleared when the tab is seen.
     title = page.title()
-    page.evaluate(
-        """() => {
-             Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
-             PresenceSocket.unread.bump(); PresenceSocket.unread.bump(2);
-           }"""
-    )
+    set_hidden(page, True)
+    page.evaluate("PresenceSocket.unread.bump(); PresenceSocket.unread.bump(2)")
     expect(page).to_have_title(f"(3) {title}")
-    page.evaluate(
-        """() => {
-             Object.defineProperty(document, "hidden", {configurable: true, get: () => false});
-             document.dispatchEvent(new Event("visibilitychange"));
-           }"""
-    )
+    set_hidden(page, False)
     expect(page).to_have_title(title)
