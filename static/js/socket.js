@@ -79,7 +79,13 @@
       listeners.forEach(function (fn) { fn(state); });
     }
 
+    var lastTouch = 0;
+
     function touch() {
+      var now = Date.now();
+      // pointermove fires in bursts: re-arm the timer at most once a second.
+      if (state === "active" && timer !== null && now - lastTouch < 1000) return;
+      lastTouch = now;
       set("active");
       clearTimeout(timer);
       timer = setTimeout(function () { set("idle"); }, after);
