@@ -9,7 +9,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536 --proxy-headers
 
-.PHONY: run stack test test-sqlite test-postgres check-deploy clean
+.PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,14 +36,19 @@ run: $(VENV)/.run-deps
 stack: $(VENV)/.run-deps
 	$(BIN)/python -m presence_site.stack --port $(or $(STACK_PORT),8080)
 
-# The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL.
+# The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL
+# (the browser tests once: they exercise the page, not the database).
 test: test-sqlite test-postgres
 
 test-sqlite: $(VENV)/.dev-deps
 	env -u DATABASE_URL $(BIN)/pytest
 
 test-postgres: $(VENV)/.dev-deps
-	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest
+	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest -m "not browser"
+
+# The Chromium suite alone (it also refreshes the screenshots in docs/img/).
+test-browser: $(VENV)/.dev-deps
+	env -u DATABASE_URL $(BIN)/pytest -m browser
 
 check-deploy: $(VENV)/.run-deps
 	DEBUG=0 SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from presence import metrics, protocol
 from presence.selectors import presence_online_count
-from presence.services import Join, Leave, Transition, connection_heartbeat, presence_sweep
+from presence.services import Join, Leave, StateChange, Transition, connection_heartbeat, presence_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class PresenceHub:
         self.loop = loop
         self.sockets = 0
         self.pending: dict[str, Transition] = {}
+        # Kept apart from joins and leaves: a join and an away in one window are both news.
+        self.pending_states: dict[str, str] = {}
         self.last_flush = float("-inf")
         self.flush_task: asyncio.Task | None = None
         self.flush_lock = asyncio.Lock()
@@ -45,12 +47,15 @@ class PresenceHub:
     def socket_closed(self) -> None:
         self.sockets = max(0, self.sockets - 1)
 
-    def publish(self, transitions: list[Transition]) -> None:
+    def publish(self, transitions: list[Transition | StateChange]) -> None:
         """Queue transitions for the next diff; a burst within the window becomes one frame."""
         for transition in transitions:
-            # A user appears once per diff, in their latest state.
-            self.pending[transition.username] = transition
-        if self.pending and self.flush_task is None:
+            if isinstance(transition, StateChange):
+                self.pending_states[transition.username] = transition.state
+            else:
+                # A user appears once per diff, in their latest state.
+                self.pending[transition.username] = transition
+        if (self.pending or self.pending_states) and self.flush_task is None:
             self.flush_task = self.loop.create_task(self._flush())
 
     async def _flush(self) -> None:
@@ -62,7 +67,8 @@ class PresenceHub:
                 await asyncio.sleep(delay)
             self.flush_task = None
             pending, self.pending = self.pending, {}
-            if not pending:
+            pending_states, self.pending_states = self.pending_states, {}
+            if not pending and not pending_states:
                 return
             joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
             leaves = [
@@ -70,9 +76,14 @@ class PresenceHub:
                 for t in pending.values()
                 if isinstance(t, Leave)
             ]
+            states = [
+                {"username": username, "state": state}
+                for username, state in pending_states.items()
+                if not isinstance(pending.get(username), Leave)
+            ]
             try:
                 count = await database_sync_to_async(presence_online_count)()
-                frame = protocol.diff_frame(joins, leaves, count)
+                frame = protocol.diff_frame(joins, leaves, count, states)
                 await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
             except Exception:
                 metrics.LAYER_ERRORS.labels("presence_diff").inc()

@@ -11,7 +11,14 @@ from django.conf import settings
 from presence import metrics, protocol
 from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
-from presence.services import SessionEnded, connection_close, connection_open, presence_settle
+from presence.services import (
+    SessionEnded,
+    connection_close,
+    connection_open,
+    connection_state_set,
+    presence_settle,
+    presence_state_settle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,11 @@ class SocketConsumer(AsyncWebsocketConsumer):
         presence_hub.socket_opened()
         if join is not None:
             presence_hub.publish([join])
+        else:
+            # An active socket of a user who was away brings them back.
+            change = await database_sync_to_async(presence_state_settle)(user_id=user.pk)
+            if change is not None:
+                presence_hub.publish([change])
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket has closed, from either side."""
@@ -104,6 +116,10 @@ class SocketConsumer(AsyncWebsocketConsumer):
         user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
         await self.closed()
         if user_id is None:
+            # Sockets are left: if only idle ones, the user is now away.
+            change = await database_sync_to_async(presence_state_settle)(user_id=self.scope["user"].pk)
+            if change is not None:
+                presence_hub.publish([change])
             return
         # A page reload closes the last socket and opens a new one within a
         # moment: wait before announcing the leave so that it does not flicker.
@@ -152,6 +168,19 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame(protocol.pong_frame())
+
+    async def on_presence_state(self, frame: dict[str, Any]) -> None:
+        """Called with {"type": "presence.state", "state": "idle" | "active"} from the tab.
+
+        Not in the base table: an endpoint takes it by listing
+        protocol.PRESENCE_STATE in its client_types.
+        """
+        idle = protocol.tab_state(frame)
+        change = await database_sync_to_async(connection_state_set)(
+            channel_name=self.channel_name, user_id=self.scope["user"].pk, idle=idle
+        )
+        if change is not None:
+            hub().publish([change])
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""

@@ -31,14 +31,19 @@ class LiveServer:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
+        self.env = env
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        self.start()
+
+    def start(self) -> None:
+        """Start Daphne on this server's port and wait until it listens."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
              "--websocket-max-message-size", "65536", "presence_site.asgi:application"],
             cwd=BASE_DIR,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -55,6 +60,13 @@ class LiveServer:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+
+    def halt(self, *, crash: bool = False) -> None:
+        """Stop the process (SIGTERM, or SIGKILL with crash); start() brings it back on the same port."""
+        if crash:
+            self.kill()
+        else:
+            stop_process(self.process)
 
     def stop(self) -> None:
         stop_process(self.process)

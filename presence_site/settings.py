@@ -139,6 +139,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "presence.context_processors.client_settings",
             ],
         },
     },
@@ -316,6 +317,9 @@ PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.2)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
+# A tab untouched (or hidden) this long reports itself idle; a user whose tabs
+# are all idle is shown as away.
+PRESENCE_IDLE_AFTER = env_float("PRESENCE_IDLE_AFTER", 300.0)
 
 # /metrics answers staff sessions and these networks (behind a proxy, Daphne's
 # --proxy-headers makes REMOTE_ADDR the client's address).
