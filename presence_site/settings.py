@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "presence",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -278,6 +279,15 @@ PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.2)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
+
+# Chat: each user may send a burst of CHAT_RATE_BURST messages, then
+# CHAT_RATE_PER_MINUTE a minute, across all their sockets and processes; a
+# socket that keeps sending past rate_limited this many times is closed (1008).
+CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 10)
+CHAT_RATE_PER_MINUTE = env_float("CHAT_RATE_PER_MINUTE", 100.0)
+CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 20)
+# A socket's typing notices are relayed at most once per this many seconds.
+CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.
