@@ -64,7 +64,8 @@ class ChatConsumer(SocketConsumer):
         await self.presence_changed()
 
     def after_id(self) -> int | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("after")
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        values = parse_qs(query, keep_blank_values=True).get("after")
         if not values:
             return None
         if _MESSAGE_ID.fullmatch(values[-1]) is None:
