@@ -391,3 +391,30 @@ async def test_ending_a_users_sessions_closes_all_their_sockets_with_4000(open_s
     assert await answers_ping(bob_socket)
     again, *_ = await open_socket("/ws/chat/lobby/", session_key=chat_tab.session_key)
     assert await close_code(again) == 4401
+
+
+async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socket, people, make_user):
+    alice, bob, _ = people
+    root = await database_sync_to_async(make_user)("root", is_staff=True, is_superuser=True)
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    root_socket, *_ = await join(open_socket, root, "other")
+    admin = root_socket.client
+    sent = await say(alice_socket, "spam")
+    await next_of(bob_socket, "chat.message")
+
+    response = await sync_to_async(admin.post)(
+        "/admin/chat/message/", {"action": "delete_selected", "_selected_action": [sent["id"]], "post": "yes"}
+    )
+    assert response.status_code == 302
+    for communicator in (alice_socket, bob_socket):
+        assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+
+    spam = await say(alice_socket, "more spam")
+    await next_of(bob_socket, "chat.message")
+    response = await sync_to_async(admin.post)(
+        "/admin/chat/message/", {"action": "end_author_sessions", "_selected_action": [spam["id"]]}
+    )
+    assert response.status_code == 302
+    assert await close_code(alice_socket) == 4000
+    assert await answers_ping(bob_socket)
