@@ -34,9 +34,9 @@ def room_list() -> list[dict[str, Any]]:
         .annotate(n=Count("user_id", distinct=True))
         .values("n")
     )
-    rows = Room.objects.annotate(
-        present=Coalesce(Subquery(present, output_field=IntegerField()), Value(0))
-    ).values("slug", "title", "present")
+    rows = Room.objects.annotate(present=Coalesce(Subquery(present, output_field=IntegerField()), Value(0))).values(
+        "slug", "title", "present"
+    )
     return list(rows.order_by("slug"))
 
 

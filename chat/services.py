@@ -24,7 +24,7 @@ from presence.protocol import ProtocolError
 
 logger = logging.getLogger(__name__)
 
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % protocol.CLIENT_ID_MAX_CHARS)
+_CLIENT_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{protocol.CLIENT_ID_MAX_CHARS}}}")
 
 
 def body_clean(body: Any) -> str:
@@ -66,7 +66,9 @@ def _stored(room: Room, user: AbstractBaseUser, client_id: str) -> dict[str, Any
     return protocol.message_frame({**row, "room__slug": room.slug, "author__username": user.get_username()})
 
 
-def message_post(*, room: Room, user: AbstractBaseUser, body: Any, client_id: Any = None) -> tuple[dict[str, Any], bool]:
+def message_post(
+    *, room: Room, user: AbstractBaseUser, body: Any, client_id: Any = None
+) -> tuple[dict[str, Any], bool]:
     """Store a message; return its frame and whether it is new (False: a retry of a stored one)."""
     text = body_clean(body)
     client_id = client_id_clean(client_id)
@@ -168,7 +170,9 @@ def user_sessions_end(*, user_id: int) -> tuple[int, int]:
     """
     with transaction.atomic():
         keys = set(
-            LoggedInUser.objects.filter(user_id=user_id, session_key__isnull=False).values_list("session_key", flat=True)
+            LoggedInUser.objects.filter(user_id=user_id, session_key__isnull=False).values_list(
+                "session_key", flat=True
+            )
         )
         keys |= set(
             Connection.objects.filter(user_id=user_id).exclude(session_key="").values_list("session_key", flat=True)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.db import connection
@@ -101,12 +100,10 @@ async def test_connect_sends_last_50_then_room_presence(open_socket, people):
 
     def fill():
         room = Message._meta.get_field("room").related_model.objects.get(slug="lobby")
-        Message.objects.bulk_create(
-            Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(60)
-        )
+        Message.objects.bulk_create(Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(60))
 
     await database_sync_to_async(fill)()
-    communicator, history, presence = await join(open_socket, alice)
+    _, history, presence = await join(open_socket, alice)
     assert history["room"] == "lobby" and history["has_more"] is True
     assert [m["body"] for m in history["messages"]] == [f"m{i}" for i in range(10, 60)]
     ids = [m["id"] for m in history["messages"]]
@@ -160,13 +157,14 @@ def failing_inserts():
                     "BEGIN RAISE EXCEPTION 'forced failure'; END $$ LANGUAGE plpgsql"
                 )
                 cursor.execute(
-                    "CREATE TRIGGER chat_fail BEFORE INSERT ON chat_message "
-                    "FOR EACH ROW EXECUTE FUNCTION chat_fail()"
+                    "CREATE TRIGGER chat_fail BEFORE INSERT ON chat_message FOR EACH ROW EXECUTE FUNCTION chat_fail()"
                 )
 
     def remove():
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS chat_fail" + ("" if connection.vendor == "sqlite" else " ON chat_message"))
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS chat_fail" + ("" if connection.vendor == "sqlite" else " ON chat_message")
+            )
             if connection.vendor != "sqlite":
                 cursor.execute("DROP FUNCTION IF EXISTS chat_fail()")
 
@@ -229,9 +227,7 @@ async def test_resume_returns_at_most_500_and_says_more_follow(open_socket, peop
 
     def fill():
         room = Message._meta.get_field("room").related_model.objects.get(slug="lobby")
-        Message.objects.bulk_create(
-            Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(502)
-        )
+        Message.objects.bulk_create(Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(502))
         return Message.objects.order_by("id").values_list("id", flat=True)[0]
 
     first_id = await database_sync_to_async(fill)()
@@ -356,7 +352,7 @@ async def test_moderator_delete_reaches_every_client(open_socket, people):
     sent = await say(alice_socket, "rude words")
     await next_of(bob_socket, "chat.message")
     await next_of(mod_socket, "chat.message")
-    response = await sync_to_async(mod_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    response = await database_sync_to_async(mod_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
     assert response.status_code == 200
     for communicator in (alice_socket, bob_socket, mod_socket):
         assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
@@ -369,11 +365,11 @@ async def test_author_may_delete_but_another_user_may_not(open_socket, people):
     bob_socket, *_ = await join(open_socket, bob)
     sent = await say(alice_socket, "mine")
     await next_of(bob_socket, "chat.message")
-    response = await sync_to_async(bob_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    response = await database_sync_to_async(bob_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
     assert response.status_code == 403
     assert await nothing_but_presence(alice_socket)
     assert await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
-    response = await sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    response = await database_sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
     assert response.status_code == 200
     assert await next_of(bob_socket, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
 
@@ -403,7 +399,7 @@ async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socke
     sent = await say(alice_socket, "spam")
     await next_of(bob_socket, "chat.message")
 
-    response = await sync_to_async(admin.post)(
+    response = await database_sync_to_async(admin.post)(
         "/admin/chat/message/", {"action": "delete_selected", "_selected_action": [sent["id"]], "post": "yes"}
     )
     assert response.status_code == 302
@@ -412,7 +408,7 @@ async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socke
 
     spam = await say(alice_socket, "more spam")
     await next_of(bob_socket, "chat.message")
-    response = await sync_to_async(admin.post)(
+    response = await database_sync_to_async(admin.post)(
         "/admin/chat/message/", {"action": "end_author_sessions", "_selected_action": [spam["id"]]}
     )
     assert response.status_code == 302

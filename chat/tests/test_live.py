@@ -4,7 +4,7 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from chat.models import Message, Room
@@ -41,7 +41,7 @@ async def test_two_processes_share_messages_and_typing_but_not_across_rooms(live
         Room.objects.create(slug="other", title="Other")
         return [live_cookie(make_user(name)) for name in ("alice", "bob", "carol")]
 
-    alice_cookie, bob_cookie, carol_cookie = await sync_to_async(setup)()
+    alice_cookie, bob_cookie, carol_cookie = await database_sync_to_async(setup)()
     first, second = live_server_factory(), live_server_factory()
 
     def open_(server, cookie, slug):
@@ -73,4 +73,4 @@ async def test_two_processes_share_messages_and_typing_but_not_across_rooms(live
         bob_seen = await silent(bob)
         assert [f["type"] for f in bob_seen] == ["chat.message"]  # his own, no typing echo
 
-    assert await sync_to_async(Message.objects.count)() == 2
+    assert await database_sync_to_async(Message.objects.count)() == 2

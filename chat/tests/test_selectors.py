@@ -26,7 +26,9 @@ def connect(user, room: str, *, endpoint: str = "chat", age: float = 0) -> None:
 
 
 def fill(room, author, count: int) -> list[int]:
-    Message.objects.bulk_create(Message(room=room, author=author, body=f"m{i}", client_id=f"c{i}") for i in range(count))
+    Message.objects.bulk_create(
+        Message(room=room, author=author, body=f"m{i}", client_id=f"c{i}") for i in range(count)
+    )
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
 
 

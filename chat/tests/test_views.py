@@ -19,7 +19,9 @@ def alice_client(client, make_user):
 
 
 def fill(room, author, count: int) -> list[int]:
-    Message.objects.bulk_create(Message(room=room, author=author, body=f"m{i}", client_id=f"c{i}") for i in range(count))
+    Message.objects.bulk_create(
+        Message(room=room, author=author, body=f"m{i}", client_id=f"c{i}") for i in range(count)
+    )
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
 
 
@@ -70,7 +72,7 @@ def test_an_invalid_slug_is_a_404(alice_client, slug):
 
 def test_room_page_carries_history_as_json_and_html_as_text(alice_client, make_room):
     room = make_room("lobby")
-    payload = '</script><script>alert(1)</script>'
+    payload = "</script><script>alert(1)</script>"
     Message.objects.create(room=room, author=alice_client.user, body=payload, client_id="c1")
     response = alice_client.get("/chat/lobby/")
     content = response.content.decode()
