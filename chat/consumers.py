@@ -52,7 +52,12 @@ class ChatConsumer(SocketConsumer):
 
     async def opened(self) -> None:
         """Send the history, or what was missed since ?after=<id>, then tell the room who is here."""
-        after = self.after_id()
+        try:
+            after = self.after_id()
+        except ProtocolError as error:
+            # Answered in-band, and the history falls back to the last messages.
+            await self.send_frame(base.error_frame(error.code, error.detail))
+            after = None
         if after is None:
             messages, has_more = await database_sync_to_async(room_history)(room=self.chat_room)
         else:
@@ -64,21 +69,14 @@ class ChatConsumer(SocketConsumer):
         await self.presence_changed()
 
     def after_id(self) -> int | None:
+        """The id in ?after=<id>, None without one; ProtocolError when it is malformed."""
         query = self.scope.get("query_string", b"").decode("latin-1")
         values = parse_qs(query, keep_blank_values=True).get("after")
         if not values:
             return None
         if _MESSAGE_ID.fullmatch(values[-1]) is None:
-            # Answered before the history, which falls back to the last messages.
-            self.pending_error = base.error_frame(base.INVALID, "'after' must be a message id.")
-            return None
+            raise ProtocolError(base.INVALID, "'after' must be a message id.")
         return int(values[-1])
-
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        pending = self.__dict__.pop("pending_error", None)
-        if pending is not None:
-            await super().send_frame(pending)
-        await super().send_frame(frame)
 
     async def presence_changed(self) -> None:
         try:
