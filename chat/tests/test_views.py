@@ -136,3 +136,22 @@ def test_admin_lists_rooms_with_message_counts_and_searches_messages(client, mak
     assert [m.body for m in response.context["cl"].result_list] == ["needle"]
     response = client.get(reverse("admin:chat_message_changelist"), {"room__id__exact": lobby.id})
     assert len(response.context["cl"].result_list) == 3
+
+
+def test_admin_room_list_costs_the_same_queries_for_more_rooms(client, make_user, make_room):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    admin = make_user("admin", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("admin:chat_room_changelist")).status_code == 200
+        return len(captured)
+
+    make_room("a")
+    few = queries()
+    for slug in ("b", "c", "d", "e", "f"):
+        fill(make_room(slug), admin, 2)
+    assert queries() == few
