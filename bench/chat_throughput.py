@@ -47,7 +47,15 @@ def prepare(env: dict[str, str], users: int) -> list[str]:
     return cookies
 
 
-async def run(url: str, cookies: list[str], senders: int, receivers: int, messages: int, window: int) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(
+    url: str, cookies: list[str], senders: int, receivers: int, messages: int, window: int, server_pid: int
+) -> None:
     from websockets.asyncio.client import connect
 
     total = senders * messages
@@ -61,6 +69,7 @@ async def run(url: str, cookies: list[str], senders: int, receivers: int, messag
             pass
     done = asyncio.Event()
     received = [0] * len(sockets)
+    progress = [asyncio.Event() for _ in sockets]
     latencies: list[float] = []
     sent_at: dict[str, float] = {}
 
@@ -69,6 +78,7 @@ async def run(url: str, cookies: list[str], senders: int, receivers: int, messag
             frame = json.loads(text)
             if frame["type"] == "chat.message":
                 received[index] += 1
+                progress[index].set()
                 if index == len(sockets) - 1 and frame["client_id"] in sent_at:
                     latencies.append(time.perf_counter() - sent_at[frame["client_id"]])
                 if all(count >= total for count in received):
@@ -76,27 +86,30 @@ async def run(url: str, cookies: list[str], senders: int, receivers: int, messag
             elif frame["type"] == "error":
                 print("error frame:", frame, file=sys.stderr)
 
-    async def send(socket) -> None:
+    async def send(index: int, socket) -> None:
         for i in range(messages):
             client_id = uuid.uuid4().hex
             sent_at[client_id] = time.perf_counter()
             await socket.send(json.dumps({"type": "chat.message", "body": f"message {i}", "client_id": client_id}))
             # Keep at most `window` unacknowledged: wait on the listener's count for this socket.
-            while i - received[sockets.index(socket)] >= window:
-                await asyncio.sleep(0.001)
+            while i - received[index] >= window:
+                progress[index].clear()
+                await progress[index].wait()
 
     readers = [asyncio.create_task(receive(i, s)) for i, s in enumerate(sockets)]
-    start = time.perf_counter()
-    await asyncio.gather(*(send(s) for s in sockets[:senders]))
+    start, cpu_start = time.perf_counter(), cpu_seconds(server_pid)
+    await asyncio.gather(*(send(i, s) for i, s in enumerate(sockets[:senders])))
     await asyncio.wait_for(done.wait(), timeout=600)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds(server_pid) - cpu_start
     latencies.sort()
     print(
         f"{total} messages, {senders} senders, {len(sockets)} sockets in the room: "
         f"{total / elapsed:.0f} messages/s stored and broadcast, "
         f"{total * len(sockets) / elapsed:.0f} frames/s delivered, "
         f"latency p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
-        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms"
+        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms; "
+        f"server CPU {cpu:.1f} s = {total / cpu:.0f} messages per CPU-second, "
+        f"{cpu / (total * len(sockets)) * 1e6:.0f} µs per delivered frame"
     )
     for reader in readers:
         reader.cancel()
@@ -134,7 +147,15 @@ def main() -> None:
         cookies = prepare(env, args.senders + args.receivers)
         server = LiveServer(env, scratch / "daphne.log")
         asyncio.run(
-            run(f"{server.ws}/ws/chat/bench/", cookies, args.senders, args.receivers, args.messages, args.window)
+            run(
+                f"{server.ws}/ws/chat/bench/",
+                cookies,
+                args.senders,
+                args.receivers,
+                args.messages,
+                args.window,
+                server.process.pid,
+            )
         )
     finally:
         if server is not None:
