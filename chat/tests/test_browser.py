@@ -7,7 +7,7 @@ import pytest
 from chat.models import Room
 from presence.testing import live_cookie
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM_ARGS = [
     "--headless",
