@@ -12,6 +12,7 @@ from chat import protocol
 from chat.models import Room
 from chat.selectors import room_by_slug, room_history, room_messages_after, room_presence
 from chat.services import message_post
+from presence import metrics
 from presence import protocol as base
 from presence.models import Connection
 from presence.protocol import ProtocolError
@@ -109,9 +110,12 @@ class ChatConsumer(SocketConsumer):
             # A retry: the room has it already; only the sender hears it again.
             await self.send_frame(message)
             return
+        metrics.MESSAGES_STORED.inc()
         try:
             await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(message))
+            metrics.MESSAGES_BROADCAST.inc()
         except Exception:
+            metrics.LAYER_ERRORS.labels("chat_message").inc()
             logger.exception("chat message %s could not be broadcast", message["id"])
             # Stored all the same: acknowledge it; the others resync on reconnect.
             await self.send_frame(message)
