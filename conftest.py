@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from presence.testing import ORIGIN, LiveServer, RedisServer, session_cookie
+from presence.testing import ORIGIN, SOCKET_ENDPOINTS, LiveServer, RedisServer, session_cookie
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -60,6 +60,12 @@ def layer(request, settings) -> Iterator[str]:
 
         # Leave no groups or channels behind for the next test.
         redis.Redis.from_url(request.getfixturevalue("redis_url")).flushdb()
+
+
+@pytest.fixture(params=SOCKET_ENDPOINTS)
+def endpoint(request) -> str:
+    """Each WebSocket endpoint path in turn, for tests of what every socket must withstand."""
+    return request.param
 
 
 @pytest.fixture

@@ -185,6 +185,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
             self.endpoint, code, reason, self.who(), self.address(),
         )
         await self.close(code=code)
+        # Forget the socket now rather than when the client acknowledges the
+        # close, which a hostile or dead client may never do.
+        await self.disconnect(code)
 
     def log_refused_frame(self, code: str) -> None:
         logger.info(
@@ -215,5 +218,3 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def session_end(self, event: dict[str, Any]) -> None:
         """Called when this socket's session ended: log-out, password change, expiry, or an admin."""
         await self.close_with(protocol.CLOSE_SESSION_ENDED, event.get("reason") or "session ended")
-        # Forget the socket now rather than when the client acknowledges the close.
-        await self.disconnect(protocol.CLOSE_SESSION_ENDED)

@@ -16,6 +16,11 @@ from django.test import Client
 BASE_DIR = Path(__file__).resolve().parent.parent
 ORIGIN = "http://localhost"
 
+# Every WebSocket endpoint that the base consumer's protections must cover.
+# The abuse tests run once per entry (see the `endpoint` fixture in conftest.py);
+# an endpoint that needs something to exist first (a room) adds its set-up there.
+SOCKET_ENDPOINTS = ["/ws/presence/"]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
