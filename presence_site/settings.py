@@ -351,6 +351,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # django-axes logs every log-in at INFO; failures and lockouts are
+        # logged by accounts.security with the reason, user name and address.
+        "axes": {"level": "WARNING"},
     },
 }
 
