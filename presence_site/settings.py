@@ -133,10 +133,10 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-# AxesStandaloneBackend first: it refuses a locked-out user name before the
+# The django-axes backend first: it refuses a locked-out user name before the
 # password is even checked; ModelBackend then does the checking.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "accounts.backends.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 

@@ -180,3 +180,12 @@ def test_password_change_page_keeps_this_session_and_ends_the_others(make_user):
 def test_password_change_needs_login():
     response = Client().get("/accounts/password/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_the_test_clients_login_still_works(make_user):
+    # authenticate() without a request (test client, shell) is not throttled, and not broken.
+    make_user("alice")
+    client = Client()
+    assert client.login(username="alice", password=PASSWORD)
+    assert client.get("/").status_code == 200
+    assert not client.login(username="alice", password="wrong")
