@@ -27,7 +27,7 @@ PASSWORD = "correct-horse-battery-9"
 async def settled(communicator) -> None:
     """Skip the frames an endpoint sends on connect: wait for the answer to a ping."""
     await communicator.send_json_to({"type": "ping"})
-    while (frame := await communicator.receive_json_from(timeout=5))["type"] != "pong":
+    while (await communicator.receive_json_from(timeout=5))["type"] != "pong":
         pass
 
 
