@@ -15,3 +15,4 @@ class AccountsConfig(AppConfig):
         user_logged_out.connect(signals.record_logout, dispatch_uid="accounts.record_logout")
         user_login_failed.connect(signals.log_login_failed, dispatch_uid="accounts.log_login_failed")
         user_locked_out.connect(signals.log_lockout, dispatch_uid="accounts.log_lockout")
+        signals.password_changed.connect(signals.record_password_change, dispatch_uid="accounts.password_change")

@@ -28,7 +28,10 @@ def logged_in_user_password_changed(*, user: AbstractBaseUser, old_session_key: 
     The other sessions no longer match the password hash, so Django logs them
     out at their next request: they are no longer logged in.
     """
-    if old_session_key and new_session_key:
-        LoggedInUser.objects.filter(session_key=old_session_key).update(session_key=new_session_key)
-    forgotten, _ = LoggedInUser.objects.filter(user=user).exclude(session_key=new_session_key).delete()
+    others = LoggedInUser.objects.filter(user=user)
+    if new_session_key:
+        if old_session_key:
+            LoggedInUser.objects.filter(session_key=old_session_key).update(session_key=new_session_key)
+        others = others.exclude(session_key=new_session_key)
+    forgotten, _ = others.delete()
     return forgotten

@@ -4,12 +4,14 @@ import logging
 
 from django.dispatch import Signal
 
-from accounts.services import logged_in_user_forget, logged_in_user_record
+from accounts.services import logged_in_user_forget, logged_in_user_password_changed, logged_in_user_record
 
 logger = logging.getLogger("accounts.security")
 
-# Sent after a password change through the accounts page, once the current
-# session holds its new key: user, request, old_session_key, new_session_key.
+# Sent after a password change (the accounts page, the admin), once the session
+# that changed it holds its new key: user, request, old_session_key, and
+# new_session_key (None when someone else's password was changed: none of the
+# user's sessions is kept).
 password_changed = Signal()
 
 
@@ -26,6 +28,11 @@ def record_login(sender, user, request=None, **kwargs) -> None:
 def record_logout(sender, user=None, request=None, **kwargs) -> None:
     """Called before the session is flushed, so its key is still readable."""
     logged_in_user_forget(user=user, session_key=_session_key(request))
+
+
+def record_password_change(sender, user, old_session_key=None, new_session_key=None, **kwargs) -> None:
+    """Called after a password change: the user's other sessions are logged out."""
+    logged_in_user_password_changed(user=user, old_session_key=old_session_key, new_session_key=new_session_key)
 
 
 def log_lockout(sender, request=None, username=None, ip_address=None, **kwargs) -> None:

@@ -7,7 +7,6 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods
 
 from accounts.forms import SignUpForm
-from accounts.services import logged_in_user_password_changed
 from accounts.signals import password_changed
 
 
@@ -34,16 +33,12 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         old_session_key = self.request.session.session_key
         # Saves the password, then update_session_auth_hash() cycles this session's key.
         response = super().form_valid(form)
-        new_session_key = self.request.session.session_key
-        logged_in_user_password_changed(
-            user=form.user, old_session_key=old_session_key, new_session_key=new_session_key
-        )
         password_changed.send(
             sender=self.__class__,
             user=form.user,
             request=self.request,
             old_session_key=old_session_key,
-            new_session_key=new_session_key,
+            new_session_key=self.request.session.session_key,
         )
         return response
 

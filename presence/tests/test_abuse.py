@@ -266,3 +266,22 @@ async def test_many_handshakes_at_once_respect_the_per_user_limit(endpoint, make
         codes.append(message.get("code"))
     assert codes.count(4429) == 4
     assert await database_sync_to_async(Connection.objects.filter(user=alice).count)() == 4
+
+
+async def test_a_password_changed_by_an_admin_closes_all_that_users_sockets(endpoint, make_user, open_socket):
+    bob, root = await database_sync_to_async(
+        lambda: (make_user("bob"), make_user("root", is_staff=True, is_superuser=True))
+    )()
+    laptop, laptop_client, _ = await open_socket(endpoint, bob)
+    admin_socket, admin_client, _ = await open_socket(endpoint, root)
+    await settled(laptop)
+    await settled(admin_socket)
+    response = await sync_to_async(admin_client.post)(
+        f"/admin/auth/user/{bob.pk}/password/",
+        {"password1": "another-horse-battery-7", "password2": "another-horse-battery-7", "usable_password": "true"},
+    )
+    assert response.status_code == 302 and response["Location"] == f"/admin/auth/user/{bob.pk}/change/"
+    assert await close_code(laptop) == protocol.CLOSE_SESSION_ENDED
+    assert await answers_ping(admin_socket)
+    assert not await database_sync_to_async(LoggedInUser.objects.filter(user=bob).exists)()
+    assert (await sync_to_async(laptop_client.get)("/")).status_code == 302
