@@ -18,14 +18,7 @@ from django.conf import settings
 
 from presence import protocol
 from presence.selectors import presence_online_count
-from presence.services import (
-    Join,
-    Leave,
-    Transition,
-    connection_heartbeat,
-    connection_sessions_ended,
-    presence_sweep,
-)
+from presence.services import Join, Leave, Transition, connection_heartbeat, connection_sessions_ended, presence_sweep
 
 logger = logging.getLogger(__name__)
 

@@ -264,9 +264,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
-# The address comes from REMOTE_ADDR, which Daphne's --proxy-headers sets from
-# the proxy's X-Forwarded-For; a client cannot pick it without a proxy in front.
-AXES_VERBOSE = False
+# The address is REMOTE_ADDR. The run commands pass Daphne --proxy-headers,
+# which takes it from X-Forwarded-For: serve only behind a proxy that sets that
+# header, or a client could pick its own address (and its lockout).
 
 # Content-Security-Policy (django-csp): only this site's own scripts, styles,
 # images and sockets; no inline script or style, no framing. The middleware

@@ -150,3 +150,14 @@ def test_production_settings_pass_the_deploy_check():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SOCKET_FRAME_RATE", 0), ("SOCKET_FRAME_BURST", 0), ("SOCKET_MAX_PER_USER", 0), ("SOCKET_SESSION_CHECK_INTERVAL", 0)],
+)
+def test_abuse_limits_that_would_refuse_everything_fail_the_system_check(settings, name, value):
+    from presence.checks import presence_timings
+
+    setattr(settings, name, value)
+    assert [problem.id for problem in presence_timings(None)] == ["presence.E006"]
