@@ -13,6 +13,11 @@ from presence_site.stack import RedisServer, free_port, stop_process, wait_for_p
 BASE_DIR = Path(__file__).resolve().parent.parent
 ORIGIN = "http://localhost"
 
+# Every WebSocket endpoint that the base consumer's protections must cover.
+# The abuse tests run once per entry (see the `endpoint` fixture in conftest.py);
+# an endpoint that needs something to exist first (a room) adds its set-up there.
+SOCKET_ENDPOINTS = ["/ws/presence/"]
+
 
 def session_cookie(user) -> tuple[Client, str]:
     """Log user in through Django's auth (signals included); return the client and session key."""
