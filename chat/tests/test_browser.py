@@ -46,6 +46,8 @@ def page_for(browser, server, cookie: str):
 def test_messages_render_as_text_live_with_typing_and_failed_sends_keep_the_text(
     request, live_server_factory, make_user
 ):
+    from playwright.sync_api import expect
+
     Room.objects.create(slug="lobby", title="Lobby")
     cookies = [live_cookie(make_user(name)) for name in ("alice", "bob")]
     server = live_server_factory()
@@ -55,17 +57,15 @@ def test_messages_render_as_text_live_with_typing_and_failed_sends_keep_the_text
     for page in (alice, bob):
         page.goto(f"{server.http}/chat/lobby/")
     for page in (alice, bob):
-        page.wait_for_function("document.getElementById('here-count').textContent === '2'")
+        expect(page.locator("#here-count")).to_have_text("2")
 
     payload = '<img src=x onerror="window.pwned=1"><b>bold</b> & done'
     alice.click("#composer-body")
     alice.keyboard.type(payload)
-    bob.wait_for_function("document.getElementById('typing').textContent === 'alice is typing…'")
+    expect(bob.locator("#typing")).to_have_text("alice is typing…")
     alice.keyboard.press("Enter")
-    bob.wait_for_function(
-        "text => [...document.querySelectorAll('#messages .body')].some(n => n.textContent === text)", arg=payload
-    )
-    alice.wait_for_function("document.getElementById('composer-body').value === ''")
+    expect(bob.locator("#messages .body").last).to_have_text(payload)
+    expect(alice.locator("#composer-body")).to_have_value("")
     for page in (alice, bob):
         assert page.locator("#messages img, #messages b").count() == 0
         assert page.evaluate("window.pwned") is None
@@ -75,6 +75,6 @@ def test_messages_render_as_text_live_with_typing_and_failed_sends_keep_the_text
     too_long = "y" * 2001
     bob.fill("#composer-body", too_long)
     bob.keyboard.press("Enter")
-    bob.wait_for_function("!document.getElementById('composer-error').hidden")
+    expect(bob.locator("#composer-error")).to_be_visible()
     assert bob.input_value("#composer-body") == too_long
     assert alice.errors == [] and bob.errors == []
