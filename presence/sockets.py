@@ -148,7 +148,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         except ProtocolError as error:
             metrics.FRAMES_REFUSED.labels(error.code).inc()
             logger.info("frame refused", extra={**self.log_fields(), "reason": error.code})
-            await self.send_frame(protocol.error_frame(error.code, error.detail))
+            await self.send_frame(protocol.error_frame(error.code, error.detail, error.client_id))
 
     def log_fields(self) -> dict[str, Any]:
         """Who and where, for log lines; never a body, cookie or session key."""
