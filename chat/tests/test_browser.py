@@ -192,3 +192,29 @@ def test_the_room_list_links_each_room_and_creates_one_by_keyboard(server, new_c
     expect(page.locator("#here-count")).to_have_text("1")
     expect(page.locator("#composer-body")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_rate_limited_messages_are_retried_in_order_and_refused_ones_return_to_the_composer(
+    live_server_factory, new_context, make_user
+):
+    server = live_server_factory(CHAT_RATE_BURST="2", CHAT_RATE_PER_MINUTE="40")
+    Room.objects.create(slug="lobby", title="Lobby")
+    page = room_page(new_context(server, make_user("alice")))
+    sent = [f"quick {n}" for n in range(1, 6)]
+    for text in sent:
+        write(page, text)
+    # Over the burst (one more every 1.5 s, far slower than the page writes them): the server refuses some (naming their client_id); the page keeps and resends them.
+    expect(page.locator("#messages li.message-failed")).not_to_have_count(0)
+    expect(bodies(page)).to_have_text(sent, timeout=15_000)
+    expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
+    expect(page.locator("#composer-error")).to_be_hidden()
+    assert list(Message.objects.order_by("id").values_list("body", flat=True)) == sent
+
+    # A message the server refuses for good goes back to the composer with the reason.
+    page.evaluate("document.getElementById('composer-body').value = 'bad \\u0000 text'")
+    page.locator("#composer-body").press("Enter")
+    expect(page.locator("#composer-error")).to_contain_text("'body'")
+    assert page.evaluate("document.getElementById('composer-body').value") == "bad \u0000 text"
+    expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
+    assert page.evaluate("chatPage.pending()") == []
+    assert page.errors == []
