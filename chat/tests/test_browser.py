@@ -203,7 +203,8 @@ def test_rate_limited_messages_are_retried_in_order_and_refused_ones_return_to_t
     sent = [f"quick {n}" for n in range(1, 6)]
     for text in sent:
         write(page, text)
-    # Over the burst (one more every 1.5 s, far slower than the page writes them): the server refuses some (naming their client_id); the page keeps and resends them.
+    # Over the burst (one more every 1.5 s, far slower than the page writes them), the server refuses
+    # some, naming their client_id; the page keeps them and sends them again, in order.
     expect(page.locator("#messages li.message-failed")).not_to_have_count(0)
     expect(bodies(page)).to_have_text(sent, timeout=15_000)
     expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
