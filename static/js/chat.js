@@ -58,6 +58,14 @@
     list.scrollTop = list.scrollHeight;
   }
 
+  /* "14:05" today, "3 Nov 14:05" before. */
+  function stamp(iso) {
+    var moment = new Date(iso);
+    var time = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (moment.toDateString() === new Date().toDateString()) return time;
+    return moment.toLocaleDateString([], { day: "numeric", month: "short" }) + " " + time;
+  }
+
   function messageNode(message) {
     var own = message.username === me;
     var li = el("li", "message" + (own ? " message-own" : ""));
@@ -66,7 +74,7 @@
     var meta = el("div", "message-meta");
     meta.appendChild(el("span", "message-author", message.username));
     if (message.sent_at) {
-      var when = el("time", "", new Date(message.sent_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      var when = el("time", "", stamp(message.sent_at));
       when.dateTime = message.sent_at;
       when.title = new Date(message.sent_at).toLocaleString();
       meta.appendChild(when);
