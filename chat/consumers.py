@@ -91,6 +91,7 @@ class ChatConsumer(SocketConsumer):
             logger.exception("room presence for %s could not be published", self.room)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
+        client_id = protocol.client_id_echo(frame.get("client_id"))
         try:
             message, new = await database_sync_to_async(message_post)(
                 room=self.chat_room, user=self.scope["user"], body=frame.get("body"), client_id=frame.get("client_id")
@@ -101,10 +102,13 @@ class ChatConsumer(SocketConsumer):
                 if self.rate_strikes > settings.CHAT_FLOOD_CLOSE_AFTER:
                     await self.close(code=base.CLOSE_POLICY_VIOLATION)
                     return
+            error.client_id = client_id
             raise
         except DatabaseError:
             logger.exception("chat message in %s could not be stored", self.room)
-            raise ProtocolError(base.UNAVAILABLE, "The message was not stored; send it again.") from None
+            raise ProtocolError(
+                base.UNAVAILABLE, "The message was not stored; send it again.", client_id=client_id
+            ) from None
         self.rate_strikes = 0
         if not new:
             # A retry: the room has it already; only the sender hears it again.

@@ -53,12 +53,17 @@ EVENT_SESSION_END = "session.end"
 
 
 class ProtocolError(Exception):
-    """A frame that can't be accepted; answered with an error frame, socket open."""
+    """A frame that can't be accepted; answered with an error frame, socket open.
 
-    def __init__(self, code: str, detail: str) -> None:
+    client_id, when set, names the refused chat.message in the error frame, so
+    that a client with several messages in flight knows which one failed.
+    """
+
+    def __init__(self, code: str, detail: str, *, client_id: str | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.client_id = client_id
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -87,8 +92,11 @@ def decode_frame(text: str) -> dict[str, Any]:
     return frame
 
 
-def error_frame(code: str, detail: str) -> dict[str, Any]:
-    return {"type": ERROR, "code": code, "detail": detail}
+def error_frame(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": ERROR, "code": code, "detail": detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
 def pong_frame() -> dict[str, Any]:

@@ -182,7 +182,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
             await getattr(self, method)(frame)
         except ProtocolError as error:
             self.log_refused_frame(error.code)
-            await self.send_frame(protocol.error_frame(error.code, error.detail))
+            await self.send_frame(protocol.error_frame(error.code, error.detail, error.client_id))
 
     def within_frame_rate(self) -> bool:
         """Take one frame from the socket's token bucket; False when it is empty."""
