@@ -19,6 +19,36 @@ ORIGIN = "http://localhost"
 SOCKET_ENDPOINTS = ["/ws/presence/"]
 
 
+# Headless Chromium from Debian's package, with no calls home (the network is closed).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int:
+    """Skip the frames still queued for the socket; return the code it was closed with."""
+    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    return message["code"]
+
+
+async def answers_ping(communicator: WebsocketCommunicator) -> bool:
+    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
+    await communicator.send_json_to({"type": "ping"})
+    while True:
+        message = await communicator.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            return False
+        if message.get("text") == '{"type":"pong"}':
+            return True
+
+
 def session_cookie(user) -> tuple[Client, str]:
     """Log user in through Django's auth (signals included); return the client and session key."""
     client = Client()

@@ -9,26 +9,11 @@ from django.db import connection
 
 from chat.models import Message
 from chat.services import user_sessions_end
+from presence.testing import answers_ping, close_code
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
-async def close_code(communicator) -> int:
-    """Skip the frames still queued for the socket; return the code it was closed with."""
-    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
-        pass
-    return message["code"]
-
-
-async def answers_ping(communicator) -> bool:
-    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
-    await communicator.send_json_to({"type": "ping"})
-    while True:
-        message = await communicator.receive_output(timeout=5)
-        if message["type"] == "websocket.close":
-            return False
-        if message.get("text") == '{"type":"pong"}':
-            return True
 
 
 async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:

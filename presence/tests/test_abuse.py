@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import LoggedInUser
 from presence import protocol
 from presence.models import Connection
-from presence.testing import ORIGIN, session_cookie
+from presence.testing import ORIGIN, answers_ping, close_code, session_cookie
 
 # Imported now, not in a test: importing the ASGI module runs django.setup(),
 # which reconfigures logging and would drop caplog's handler mid-test.
@@ -35,20 +35,6 @@ async def settled(communicator) -> None:
         pass
 
 
-async def close_code(communicator) -> int:
-    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
-        pass
-    return message["code"]
-
-
-async def answers_ping(communicator) -> bool:
-    await communicator.send_json_to({"type": "ping"})
-    while True:
-        message = await communicator.receive_output(timeout=5)
-        if message["type"] == "websocket.close":
-            return False
-        if message.get("text") == '{"type":"pong"}':
-            return True
 
 
 async def next_answer(communicator) -> dict:

@@ -4,19 +4,10 @@ import shutil
 
 import pytest
 
-from presence.testing import session_cookie
+from presence.testing import CHROMIUM_ARGS, session_cookie
 
-pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Collects violations from the page itself; init scripts are not subject to the page's policy.
 REPORT_VIOLATIONS = """
