@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from chat import protocol
 from chat.models import Room
@@ -20,6 +21,8 @@ from presence.sockets import SocketConsumer
 logger = logging.getLogger(__name__)
 
 _MESSAGE_ID = re.compile(r"[0-9]{1,18}")
+# A Redis that is down raises RedisError; one that hangs, a timeout once the socket timeout passes.
+REDIS_ERRORS = (RedisError, OSError)
 
 
 class ChatConsumer(SocketConsumer):
@@ -101,7 +104,8 @@ class ChatConsumer(SocketConsumer):
                     await self.close(code=base.CLOSE_POLICY_VIOLATION)
                     return
             raise
-        except DatabaseError:
+        except (DatabaseError, *REDIS_ERRORS):
+            # The database, or the rate limit's Redis: either way nothing was stored.
             logger.exception("chat message in %s could not be stored", self.room)
             raise ProtocolError(base.UNAVAILABLE, "The message was not stored; send it again.") from None
         self.rate_strikes = 0
@@ -109,12 +113,16 @@ class ChatConsumer(SocketConsumer):
             # A retry: the room has it already; only the sender hears it again.
             await self.send_frame(message)
             return
+        # The sender's copy goes straight back: it is the acknowledgement, and
+        # must not depend on a group that a restarted Redis may have forgotten.
+        await self.send_frame(message)
         try:
-            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(message))
+            await self.channel_layer.group_send(
+                protocol.room_group(self.room), base.forward_event(message, skip=self.channel_name)
+            )
         except Exception:
+            # Stored and acknowledged all the same; the others resync on reconnect.
             logger.exception("chat message %s could not be broadcast", message["id"])
-            # Stored all the same: acknowledge it; the others resync on reconnect.
-            await self.send_frame(message)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()

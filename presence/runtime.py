@@ -18,7 +18,16 @@ from django.conf import settings
 
 from presence import metrics, protocol
 from presence.selectors import presence_online_count
-from presence.services import Join, Leave, StateChange, Transition, connection_heartbeat, presence_sweep
+from presence.services import (
+    Join,
+    Leave,
+    StateChange,
+    Transition,
+    connection_close,
+    connection_heartbeat,
+    presence_settle,
+    presence_sweep,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +40,9 @@ class PresenceHub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.sockets = 0
+        # This process's own open sockets, to close them when the layer forgot them.
+        self.consumers: "weakref.WeakSet" = weakref.WeakSet()
+        self.layer_epoch: tuple | None = None
         self.pending: dict[str, Transition] = {}
         # Kept apart from joins and leaves: a join and an away in one window are both news.
         self.pending_states: dict[str, str] = {}
@@ -38,14 +50,30 @@ class PresenceHub:
         self.flush_task: asyncio.Task | None = None
         self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
+        # Sockets that closed while the database was unreachable: their rows
+        # would be refreshed by the heartbeat for ever, so it retries them.
+        self.unclosed: set[str] = set()
+        # After an outage, skip sweeping until the other processes have had a
+        # heartbeat interval to refresh their own rows (they were cut off too).
+        self.beats_since_failure = 2
 
-    def socket_opened(self) -> None:
-        self.sockets += 1
+    def close_later(self, channel_name: str) -> None:
+        """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
+        self.unclosed.add(channel_name)
         if self.heartbeat_task is None:
             self.heartbeat_task = self.loop.create_task(self._heartbeat())
 
-    def socket_closed(self) -> None:
+    def socket_opened(self, consumer=None) -> None:
+        self.sockets += 1
+        if consumer is not None:
+            self.consumers.add(consumer)
+        if self.heartbeat_task is None:
+            self.heartbeat_task = self.loop.create_task(self._heartbeat())
+
+    def socket_closed(self, consumer=None) -> None:
         self.sockets = max(0, self.sockets - 1)
+        if consumer is not None:
+            self.consumers.discard(consumer)
 
     def publish(self, transitions: list[Transition | StateChange]) -> None:
         """Queue transitions for the next diff; a burst within the window becomes one frame."""
@@ -95,20 +123,75 @@ class PresenceHub:
 
     async def _heartbeat(self) -> None:
         try:
-            while self.sockets > 0:
+            while self.sockets > 0 or self.unclosed:
+                await self._check_layer()
                 try:
                     await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
-                    removed, leaves = await database_sync_to_async(presence_sweep)()
-                    metrics.SWEEP_RUNS.inc()
-                    metrics.STALE_REMOVED.inc(removed)
-                    if removed or leaves:
-                        logger.info("presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves))
-                    self.publish(leaves)
+                    await self._close_unclosed()
+                    self.beats_since_failure += 1
+                    if self.beats_since_failure >= 2:
+                        removed, leaves = await database_sync_to_async(presence_sweep)()
+                        metrics.SWEEP_RUNS.inc()
+                        metrics.STALE_REMOVED.inc(removed)
+                        if removed or leaves:
+                            logger.info(
+                                "presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves)
+                            )
+                        self.publish(leaves)
                 except Exception:
+                    self.beats_since_failure = 0
                     logger.exception("presence heartbeat failed; trying again next interval")
                 await asyncio.sleep(settings.PRESENCE_HEARTBEAT_INTERVAL)
         finally:
             self.heartbeat_task = None
+
+
+    async def _check_layer(self) -> None:
+        """Close every socket of this process when Redis restarted (or failed over) under it.
+
+        A restarted Redis has forgotten every group: a socket whose receive
+        survived the restart (redis-py reconnects on its own) would stay open
+        and hear nothing. Closing it with 4503 makes the client reconnect,
+        join its groups again and resync from the database.
+        """
+        epoch = await layer_epoch()
+        if epoch is None:
+            return
+        previous, self.layer_epoch = self.layer_epoch, epoch
+        if previous is None or previous == epoch:
+            return
+        consumers = list(self.consumers)
+        metrics.LAYER_ERRORS.labels("restarted").inc()
+        logger.warning("the channel layer's Redis restarted; closing %d sockets so that they resync", len(consumers))
+        for consumer in consumers:
+            try:
+                await consumer.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+            except Exception:
+                logger.exception("a socket could not be closed after the layer restarted")
+
+    async def _close_unclosed(self) -> None:
+        for channel_name in list(self.unclosed):
+            user_id = await database_sync_to_async(connection_close)(channel_name=channel_name)
+            self.unclosed.discard(channel_name)
+            if user_id is not None:
+                leave = await database_sync_to_async(presence_settle)(user_id=user_id)
+                if leave is not None:
+                    self.publish([leave])
+
+
+async def layer_epoch() -> tuple | None:
+    """The run ids of the channel layer's Redis servers: they change when one restarts; None if unknown."""
+    layer = get_channel_layer()
+    if layer is None or not hasattr(layer, "ring_size") or not hasattr(layer, "connection"):
+        return None  # the in-memory layer lives and dies with the process
+    try:
+        ids = []
+        for index in range(layer.ring_size):
+            info = await asyncio.wait_for(layer.connection(index).info("server"), 2)
+            ids.append(info.get("run_id"))
+    except Exception:
+        return None  # unreachable now: compared again once it answers
+    return tuple(ids)
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceHub]" = weakref.WeakKeyDictionary()

@@ -37,10 +37,16 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     registered = False
     joined: tuple[str, ...] = ()
+    accepted = False
+    layer_down = False
 
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
         await self.accept()
+        self.accepted = True
+        if self.layer_down:
+            await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
@@ -56,6 +62,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
             return
         except Exception:
             logger.exception("%s socket could not be registered", self.endpoint)
+            await self.leave_groups()
             await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
             return
         await self.opened()
@@ -92,7 +99,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         metrics.OPEN_SOCKETS.labels(self.endpoint).inc()
         logger.info("socket open", extra=self.log_fields())
         presence_hub = hub()
-        presence_hub.socket_opened()
+        presence_hub.socket_opened(self)
         if join is not None:
             presence_hub.publish([join])
         else:
@@ -110,10 +117,17 @@ class SocketConsumer(AsyncWebsocketConsumer):
         metrics.SOCKETS_CLOSED.labels(self.endpoint, str(code)).inc()
         logger.info("socket closed", extra={**self.log_fields(), "code": code})
         presence_hub = hub()
-        presence_hub.socket_closed()
-        for group in self.joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+        presence_hub.socket_closed(self)
+        # The row first: it is what presence counts, and a layer that is down
+        # (or hung until the socket timeout) must not keep the user online.
+        try:
+            user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+        except Exception:
+            logger.exception("%s socket could not be forgotten; the heartbeat will retry", self.endpoint)
+            presence_hub.close_later(self.channel_name)
+            await self.leave_groups()
+            return
+        await self.leave_groups()
         await self.closed()
         if user_id is None:
             # Sockets are left: if only idle ones, the user is now away.
@@ -128,6 +142,48 @@ class SocketConsumer(AsyncWebsocketConsumer):
         leave = await database_sync_to_async(presence_settle)(user_id=user_id)
         if leave is not None:
             presence_hub.publish([leave])
+
+    async def leave_groups(self) -> None:
+        """Leave the socket's groups, as far as the layer lets us; membership expires anyway."""
+        for group in self.joined:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                metrics.LAYER_ERRORS.labels("group_discard").inc()
+                logger.warning("%s socket could not leave group %s", self.endpoint, group)
+        self.joined = ()
+
+    # AsyncConsumer.__call__ sets channel_receive to the layer's receive for its
+    # dispatch loop. A layer that fails (Redis down, restarted or hung) would
+    # raise out of that loop: a handshake 500 or a 1011. The setter keeps the
+    # layer's receive and the loop gets _layer_events instead, which turns the
+    # first failure into one layer.lost event and then waits for the close.
+    @property
+    def channel_receive(self):
+        return self._layer_events
+
+    @channel_receive.setter
+    def channel_receive(self, layer_receive) -> None:
+        self._layer_receive = layer_receive
+
+    async def _layer_events(self) -> dict[str, Any]:
+        if self.layer_down:
+            await asyncio.Event().wait()  # never set: the socket is closing
+        try:
+            return await self._layer_receive()
+        except Exception as error:
+            self.layer_down = True
+            metrics.LAYER_ERRORS.labels("receive").inc()
+            logger.warning("%s socket lost the channel layer (%s)", self.endpoint, type(error).__name__)
+            return {"type": "layer.lost"}
+
+    async def layer_lost(self, event: dict[str, Any]) -> None:
+        """Called when the channel layer failed under this socket: close with 4503 so that the client resyncs."""
+        if not self.accepted:
+            return  # connect() accepts, sees layer_down and closes with 4503
+        await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+        # Forget it now: the client may take its time to answer the close.
+        await self.disconnect(protocol.CLOSE_TRY_AGAIN_LATER)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each client frame: decode, look up its handler, answer errors in-band."""

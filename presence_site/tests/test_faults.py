@@ -1,0 +1,292 @@
+"""Faults of the production shape: Redis, PostgreSQL and Daphne failing under live clients, through nginx.
+
+One stack (presence_site.stack.Stack: redis-server, PostgreSQL, two Daphne
+processes with short ping timings, nginx) serves the whole module; each test
+breaks one part and the `stack` fixture puts every part back before and after
+it. Clients are presence.testing.ResilientClient: they reconnect and resync
+the way the pages do. Each test prints how long its fault took to heal
+(docs/faults.md keeps the table); run with -s to see the lines.
+"""
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from presence.testing import ResilientClient, wait_all
+from presence_site.stack import Stack, stop_process
+
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
+
+PING = (2, 3)  # Daphne's ping interval and timeout, seconds
+TTL = 4.0
+STACK_ENV = {
+    "PRESENCE_TTL": f"{TTL:g}",
+    "PRESENCE_HEARTBEAT_INTERVAL": "1",
+    "PRESENCE_LEAVE_GRACE": "0.5",
+    # A busy room needs more than a person's allowance.
+    "CHAT_RATE_BURST": "50",
+    "CHAT_RATE_PER_MINUTE": "3000",
+}
+
+
+def heal(fault: str, seconds: float, seen: str) -> None:
+    print(f"\nHEAL {fault}: {seconds:.1f} s ({seen})", flush=True)
+
+
+@pytest.fixture(scope="module")
+def fault_stack():
+    stack = Stack(processes=2, env=STACK_ENV, ping=PING)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(stack.directory, ignore_errors=True)
+
+
+def restore(stack: Stack) -> None:
+    """Every part running and answering: Redis resumed or restarted, PostgreSQL up, both Daphne processes ready."""
+    if stack.redis.process is None:
+        stack.redis.start()
+    else:
+        stack.redis.resume()
+    if not stack.postgres.running():
+        stack.postgres.start()
+    for index, process in enumerate(stack.apps):
+        if process is None or process.poll() is not None:
+            stack.start_app(index)
+    deadline = time.monotonic() + 30
+    for port in stack.app_ports:
+        while get(f"http://127.0.0.1:{port}/readyz")[0] != 200:
+            assert time.monotonic() < deadline, f"the process on {port} did not get ready"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def stack(fault_stack):
+    restore(fault_stack)
+    yield fault_stack
+    restore(fault_stack)
+
+
+def get(url: str, *, session_key: str | None = None, timeout: float = 10) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Cookie": f"sessionid={session_key}"} if session_key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError as error:
+        return 0, type(error).__name__
+
+
+async def aget(url: str, **kwargs) -> tuple[int, str]:
+    return await asyncio.to_thread(get, url, **kwargs)
+
+
+def sessions(stack: Stack, prefix: str, count: int) -> dict[str, str]:
+    return json.loads(stack.manage("make_sessions", "--prefix", prefix, "--count", str(count), capture=True))
+
+
+def make_room(stack: Stack, slug: str, session_key: str) -> None:
+    status, _ = get(f"{stack.url}/chat/{slug}/", session_key=session_key)
+    assert status == 200
+
+
+def query(stack: Stack, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(f"postgresql://presence@127.0.0.1:{stack.postgres.port}/presence") as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def room_messages(stack: Stack, slug: str) -> list[tuple[int, str]]:
+    return query(
+        stack,
+        "SELECT m.id, m.client_id FROM chat_message m JOIN chat_room r ON r.id = m.room_id WHERE r.slug = %s ORDER BY m.id",
+        slug,
+    )
+
+
+def open_sockets(stack: Stack, index: int) -> float:
+    """The open-sockets gauge of one process, summed over endpoints."""
+    status, text = get(f"http://127.0.0.1:{stack.app_ports[index]}/metrics")
+    assert status == 200
+    return sum(float(value) for value in re.findall(r'^presence_open_sockets\{[^}]*\} (\S+)$', text, re.M))
+
+
+def client(stack: Stack, path: str, name: str, key: str, *, ws: str | None = None) -> ResilientClient:
+    return ResilientClient(ws or stack.ws, path, key, origin=stack.url, name=name).start()
+
+
+async def close_all(clients) -> None:
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+async def until(predicate, timeout: float, interval: float = 0.1) -> float:
+    """Poll a condition that has no event of its own (an HTTP answer, a database row); return the time taken."""
+    start = time.monotonic()
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"not within {timeout} s")
+        await asyncio.sleep(interval)
+    return time.monotonic() - start
+
+
+async def test_redis_restart_mid_session(stack):
+    """20 clients in a room on two processes keep every acknowledged message through a Redis restart."""
+    keys = sessions(stack, "rr", 20)
+    names = set(keys)
+    slug = "redis-restart"
+    make_room(stack, slug, next(iter(keys.values())))
+    chat = [client(stack, f"/ws/chat/{slug}/", name, key) for name, key in keys.items()]
+    watchers = [client(stack, "/ws/presence/", name, key) for name, key in list(keys.items())[:4]]
+    try:
+        await wait_all(chat, lambda c: c.connected and set(c.room_users) == names, 30)
+        await wait_all(watchers, lambda c: c.connected and c.online == names, 30)
+        assert open_sockets(stack, 0) > 0 and open_sockets(stack, 1) > 0, "nginx spreads the clients"
+        for c in chat:
+            await c.send_message(f"before {c.name}")
+        await wait_all(chat, lambda c: not c.pending, 20)
+
+        async def keep_sending(c: ResilientClient) -> None:
+            for n in range(4):
+                await c.send_message(f"during {n} {c.name}")
+                await asyncio.sleep(0.25)
+
+        senders = [asyncio.create_task(keep_sending(c)) for c in chat]
+        await asyncio.sleep(0.3)  # the fault lands while messages are in flight
+        opens = {c.name: c.opens for c in chat}
+        started = time.monotonic()
+        stack.redis.stop()
+        stack.redis.start()
+        await asyncio.gather(*senders)
+        await wait_all(chat, lambda c: c.connected and not c.pending, 30)
+        stored = room_messages(stack, slug)
+        ids = [id for id, _ in stored]
+        try:
+            await wait_all(chat, lambda c: sorted(c.messages) == ids and set(c.room_users) == names, 10)
+        except TimeoutError:
+            c = next(c for c in chat if sorted(c.messages) != ids)
+            missing = sorted(set(ids) - set(c.messages))
+            print("DEBUG", repr(c), "missing", missing, "opened", [t - started for t in c.opened_at], "closed", [t - started for t in c.closed_at])
+            print("DEBUG rows", query(stack, "SELECT m.id, m.sent_at, u.username FROM chat_message m JOIN auth_user u ON u.id=m.author_id WHERE m.id = ANY(%s)", missing))
+            print("DEBUG restart", time.time() - (time.monotonic() - started))
+            print("DEBUG nmiss", [len(set(ids) - set(x.messages)) for x in chat])
+            raise
+        try:
+            await wait_all(watchers, lambda c: c.connected and c.online == names, 10)
+        except TimeoutError:
+            w = next(c for c in watchers if c.online != names)
+            print("DEBUG watcher", repr(w), sorted(names - w.online), [t - started for t in w.opened_at])
+            print("DEBUG db", query(stack, "SELECT u.username, p.online_since, p.last_seen FROM presence_userpresence p JOIN auth_user u ON u.id=p.user_id WHERE u.username = ANY(%s)", sorted(names - w.online)))
+            print("DEBUG conns", query(stack, "SELECT u.username, c.server, c.heartbeat_at FROM presence_connection c JOIN auth_user u ON u.id=c.user_id WHERE u.username = ANY(%s)", sorted(names - w.online)))
+            raise
+        healed = time.monotonic() - started
+    finally:
+        await close_all(chat + watchers)
+
+    client_ids = [client_id for _, client_id in stored]
+    assert len(client_ids) == len(set(client_ids)) == 20 * 5, "each message stored exactly once"
+    for c in chat:
+        assert set(c.acked.values()) <= set(ids)
+        assert len(c.acked) == 5
+        assert not c.errors, c.errors[:3]
+    reconnected = sum(c.opens > opens[c.name] for c in chat)
+    codes = sorted({code for c in chat for code in c.close_codes})
+    assert set(codes) <= {4503, 1011, 1006}, codes
+    heal("redis restart", healed, f"{reconnected}/20 chat sockets closed with {codes} and resumed")
+
+
+async def test_redis_down_at_start(stack):
+    """Pages work without Redis; sockets fail fast with 4503; /readyz names the layer; Daphne recovers alone."""
+    keys = sessions(stack, "rd", 2)
+    (name, key), (other, _) = keys.items()
+    make_room(stack, "redis-down", key)
+    stack.redis.stop()
+    started = time.monotonic()
+    for path in ("/accounts/login/", "/accounts/signup/", "/admin/login/"):
+        status, _ = await aget(stack.url + path)
+        assert status == 200, path
+    status, body = await aget(stack.url + "/", session_key=key)
+    assert status == 200
+    status, body = await aget(f"http://127.0.0.1:{stack.app_ports[0]}/readyz")
+    assert status == 503 and json.loads(body)["failing"] == ["channel_layer"]
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    for path in ("/ws/presence/", "/ws/chat/redis-down/"):
+        attempt = time.monotonic()
+        async with connect(stack.ws + path, additional_headers={"Origin": stack.url, "Cookie": f"sessionid={key}"},
+                           open_timeout=10) as connection:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(connection.recv(), 10)
+        assert closed.value.rcvd.code == 4503, path
+        assert time.monotonic() - attempt < 3, "fails fast"
+
+    presence = client(stack, "/ws/presence/", name, key)
+    try:
+        await presence.wait(lambda c: 4503 in c.close_codes, 10)
+        stack.redis.start()
+        await presence.wait(lambda c: c.connected and name in c.online, 30)
+        healed = time.monotonic() - started
+    finally:
+        await presence.close()
+    assert all(get(f"http://127.0.0.1:{port}/readyz")[0] == 200 for port in stack.app_ports)
+    heal("redis down at start", healed, "pages 200, sockets closed 4503 at once, back once Redis started")
+
+
+async def test_redis_hang(stack):
+    """SIGSTOP Redis for 20 s: /healthz keeps answering, sockets close within a bound, all recover after SIGCONT."""
+    keys = sessions(stack, "rh", 6)
+    names = set(keys)
+    make_room(stack, "redis-hang", next(iter(keys.values())))
+    chat = [client(stack, "/ws/chat/redis-hang/", name, key) for name, key in keys.items()]
+    watcher = client(stack, "/ws/presence/", *next(iter(keys.items())))
+    clients = [*chat, watcher]
+    try:
+        await wait_all(chat, lambda c: c.connected and set(c.room_users) == names, 30)
+        await watcher.wait(lambda c: c.online == names, 20)
+        opens = {id(c): c.opens for c in clients}
+        stack.redis.pause()
+        paused = time.monotonic()
+        health: list[float] = []
+
+        async def ask_health() -> None:
+            while time.monotonic() - paused < 20:
+                for port in stack.app_ports:
+                    asked = time.monotonic()
+                    status, _ = await aget(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                    assert status == 200, "a worker hung"
+                    health.append(time.monotonic() - asked)
+                await asyncio.sleep(0.5)
+
+        asking = asyncio.create_task(ask_health())
+        for c in chat[:2]:
+            await c.send_message("into the hang")
+        await wait_all(clients, lambda c: c.closed_at and c.closed_at[-1] > paused, 18)
+        closed_within = max(next(t for t in c.closed_at if t > paused) for c in clients) - paused
+        await asking
+        stack.redis.resume()
+        resumed = time.monotonic()
+        await wait_all(clients, lambda c: c.connected and c.opens > opens[id(c)], 30)
+        await wait_all(chat, lambda c: set(c.room_users) == names and not c.pending, 30)
+        await watcher.wait(lambda c: c.online == names, 20)
+        healed = time.monotonic() - resumed
+    finally:
+        await close_all(clients)
+    codes = sorted({code for c in clients for code in c.close_codes})
+    assert set(codes) <= {4503, 1006}, codes
+    heal("redis hang 20 s", healed,
+         f"sockets closed {codes} within {closed_within:.1f} s, /healthz slowest {max(health):.2f} s")
