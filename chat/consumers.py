@@ -1,3 +1,4 @@
+import asyncio
 import logging
 import re
 import time
@@ -16,7 +17,7 @@ from chat.services import message_post
 from presence import protocol as base
 from presence.models import Connection
 from presence.protocol import ProtocolError
-from presence.sockets import SocketConsumer
+from presence.sockets import LAYER_TIMEOUT, SocketConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class ChatConsumer(SocketConsumer):
         try:
             users = await database_sync_to_async(room_presence)(slug=self.room)
             frame = protocol.presence_frame(self.room, users)
-            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame))
+            await asyncio.wait_for(
+                self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame)), LAYER_TIMEOUT
+            )
         except Exception:
             # The next join or leave sends the whole list again.
             logger.exception("room presence for %s could not be published", self.room)
@@ -117,8 +120,11 @@ class ChatConsumer(SocketConsumer):
         # must not depend on a group that a restarted Redis may have forgotten.
         await self.send_frame(message)
         try:
-            await self.channel_layer.group_send(
-                protocol.room_group(self.room), base.forward_event(message, skip=self.channel_name)
+            await asyncio.wait_for(
+                self.channel_layer.group_send(
+                    protocol.room_group(self.room), base.forward_event(message, skip=self.channel_name)
+                ),
+                LAYER_TIMEOUT,
             )
         except Exception:
             # Stored and acknowledged all the same; the others resync on reconnect.

@@ -43,6 +43,7 @@ class PresenceHub:
         # This process's own open sockets, to close them when the layer forgot them.
         self.consumers: "weakref.WeakSet" = weakref.WeakSet()
         self.layer_epoch: tuple | None = None
+        self.layer_failures = 0
         self.pending: dict[str, Transition] = {}
         # Kept apart from joins and leaves: a join and an away in one window are both news.
         self.pending_states: dict[str, str] = {}
@@ -112,7 +113,11 @@ class PresenceHub:
             try:
                 count = await database_sync_to_async(presence_online_count)()
                 frame = protocol.diff_frame(joins, leaves, count, states)
-                await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
+                # Bounded, or a hung Redis would hold the lock and every later diff.
+                await asyncio.wait_for(
+                    get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame)),
+                    LAYER_CHECK_TIMEOUT * 2,
+                )
             except Exception:
                 metrics.LAYER_ERRORS.labels("presence_diff").inc()
                 # Watchers resync from a snapshot when they reconnect; the
@@ -156,13 +161,24 @@ class PresenceHub:
         """
         epoch = await layer_epoch()
         if epoch is None:
+            # Down or hung: a socket's receive may wait for redis-py's timeouts
+            # and retries, far longer than a client should sit deaf. Two checks
+            # in a row is the bound (at most two heartbeats and 2 s).
+            self.layer_failures += 1
+            if self.layer_failures == 2:
+                await self._close_all("the channel layer does not answer", "unreachable")
             return
+        self.layer_failures = 0
         previous, self.layer_epoch = self.layer_epoch, epoch
         if previous is None or previous == epoch:
             return
+        await self._close_all("the channel layer's Redis restarted", "restarted")
+
+    async def _close_all(self, reason: str, label: str) -> None:
+        """Close every socket of this process with 4503, so that each client reconnects and resyncs."""
         consumers = list(self.consumers)
-        metrics.LAYER_ERRORS.labels("restarted").inc()
-        logger.warning("the channel layer's Redis restarted; closing %d sockets so that they resync", len(consumers))
+        metrics.LAYER_ERRORS.labels(label).inc()
+        logger.warning("%s; closing %d sockets so that they resync", reason, len(consumers))
         for consumer in consumers:
             try:
                 await consumer.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
@@ -179,6 +195,9 @@ class PresenceHub:
                     self.publish([leave])
 
 
+LAYER_CHECK_TIMEOUT = 2.0
+
+
 async def layer_epoch() -> tuple | None:
     """The run ids of the channel layer's Redis servers: they change when one restarts; None if unknown."""
     layer = get_channel_layer()
@@ -187,7 +206,7 @@ async def layer_epoch() -> tuple | None:
     try:
         ids = []
         for index in range(layer.ring_size):
-            info = await asyncio.wait_for(layer.connection(index).info("server"), 2)
+            info = await asyncio.wait_for(layer.connection(index).info("server"), LAYER_CHECK_TIMEOUT)
             ids.append(info.get("run_id"))
     except Exception:
         return None  # unreachable now: compared again once it answers

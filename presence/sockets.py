@@ -22,6 +22,9 @@ from presence.services import (
 
 logger = logging.getLogger(__name__)
 
+# Seconds a socket waits for one channel-layer call before it gives up on it.
+LAYER_TIMEOUT = 5.0
+
 
 class SocketConsumer(AsyncWebsocketConsumer):
     """A logged-in socket that counts towards its user's presence.
@@ -85,7 +88,8 @@ class SocketConsumer(AsyncWebsocketConsumer):
         self.joined = self.groups_for()
         # Join the groups first, so that no event between the snapshot and the join is lost.
         for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
+            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), LAYER_TIMEOUT)
         session = self.scope.get("session")
         join = await database_sync_to_async(connection_open)(
             user=user,
@@ -147,7 +151,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         """Leave the socket's groups, as far as the layer lets us; membership expires anyway."""
         for group in self.joined:
             try:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name), LAYER_TIMEOUT)
             except Exception:
                 metrics.LAYER_ERRORS.labels("group_discard").inc()
                 logger.warning("%s socket could not leave group %s", self.endpoint, group)

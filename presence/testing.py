@@ -143,7 +143,8 @@ class ResilientClient:
     NO_RETRY = {4401, 4403, 4404, 4429, 4000, 1003, 1008}
 
     def __init__(self, ws_base: str, path: str, session_key: str, *, origin: str, name: str = "",
-                 backoff: float = 0.1, backoff_cap: float = 1.0) -> None:
+                 backoff: float = 0.1, backoff_cap: float = 1.0, reconnect: bool = True) -> None:
+        self.reconnect = reconnect
         self.ws_base = ws_base
         self.path = path
         self.headers = {"Origin": origin, "Cookie": f"sessionid={session_key}"}
@@ -164,6 +165,9 @@ class ResilientClient:
         self.errors: list[dict] = []
         self.room_users: list[str] = []
         self.online: set[str] = set()  # the presence view
+        self.leaves: list[tuple[float, str]] = []  # (time.monotonic(), username) of each leave in a diff
+        self.sent_at: dict[str, float] = {}  # client_id -> when first sent
+        self.arrived: dict[int, float] = {}  # message id -> when it first reached the view
         self.frames = 0
         self.changed = asyncio.Condition()
         self.connection = None
@@ -219,12 +223,12 @@ class ResilientClient:
                 raise
             self.connection = None
             async with self.changed:
-                if code is not None:
+                if code is not None and not self.stopping:
                     self.close_codes.append(code)
                 self.closed_at.append(time.monotonic())
                 self.connected = False
                 self.changed.notify_all()
-            if self.stopping or code in self.NO_RETRY:
+            if self.stopping or code in self.NO_RETRY or not self.reconnect:
                 return
             await asyncio.sleep(random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt)))
             attempt += 1
@@ -246,11 +250,13 @@ class ResilientClient:
             elif kind == "presence.diff":
                 self.online |= {join["username"] for join in frame["joins"]}
                 self.online -= {leave["username"] for leave in frame["leaves"]}
+                self.leaves += [(time.monotonic(), leave["username"]) for leave in frame["leaves"]]
             elif kind == "error":
                 self.errors.append(frame)
             self.changed.notify_all()
 
     def _keep(self, message: dict) -> None:
+        self.arrived.setdefault(message["id"], time.monotonic())
         self.messages[message["id"]] = message
         client_id = message.get("client_id")
         if client_id in self.pending and message["username"] == self.name:
@@ -261,6 +267,7 @@ class ResilientClient:
         """Queue a message until it is acknowledged; sent now if the socket is open."""
         client_id = client_id or uuid.uuid4().hex
         self.pending[client_id] = body
+        self.sent_at.setdefault(client_id, time.monotonic())
         connection = self.connection
         if connection is not None:
             try:

@@ -125,8 +125,8 @@ def open_sockets(stack: Stack, index: int) -> float:
     return sum(float(value) for value in re.findall(r'^presence_open_sockets\{[^}]*\} (\S+)$', text, re.M))
 
 
-def client(stack: Stack, path: str, name: str, key: str, *, ws: str | None = None) -> ResilientClient:
-    return ResilientClient(ws or stack.ws, path, key, origin=stack.url, name=name).start()
+def client(stack: Stack, path: str, name: str, key: str, *, ws: str | None = None, **options) -> ResilientClient:
+    return ResilientClient(ws or stack.ws, path, key, origin=stack.url, name=name, **options).start()
 
 
 async def close_all(clients) -> None:
@@ -174,24 +174,8 @@ async def test_redis_restart_mid_session(stack):
         await wait_all(chat, lambda c: c.connected and not c.pending, 30)
         stored = room_messages(stack, slug)
         ids = [id for id, _ in stored]
-        try:
-            await wait_all(chat, lambda c: sorted(c.messages) == ids and set(c.room_users) == names, 10)
-        except TimeoutError:
-            c = next(c for c in chat if sorted(c.messages) != ids)
-            missing = sorted(set(ids) - set(c.messages))
-            print("DEBUG", repr(c), "missing", missing, "opened", [t - started for t in c.opened_at], "closed", [t - started for t in c.closed_at])
-            print("DEBUG rows", query(stack, "SELECT m.id, m.sent_at, u.username FROM chat_message m JOIN auth_user u ON u.id=m.author_id WHERE m.id = ANY(%s)", missing))
-            print("DEBUG restart", time.time() - (time.monotonic() - started))
-            print("DEBUG nmiss", [len(set(ids) - set(x.messages)) for x in chat])
-            raise
-        try:
-            await wait_all(watchers, lambda c: c.connected and c.online == names, 10)
-        except TimeoutError:
-            w = next(c for c in watchers if c.online != names)
-            print("DEBUG watcher", repr(w), sorted(names - w.online), [t - started for t in w.opened_at])
-            print("DEBUG db", query(stack, "SELECT u.username, p.online_since, p.last_seen FROM presence_userpresence p JOIN auth_user u ON u.id=p.user_id WHERE u.username = ANY(%s)", sorted(names - w.online)))
-            print("DEBUG conns", query(stack, "SELECT u.username, c.server, c.heartbeat_at FROM presence_connection c JOIN auth_user u ON u.id=c.user_id WHERE u.username = ANY(%s)", sorted(names - w.online)))
-            raise
+        await wait_all(chat, lambda c: sorted(c.messages) == ids and set(c.room_users) == names, 30)
+        await wait_all(watchers, lambda c: c.connected and c.online == names, 30)
         healed = time.monotonic() - started
     finally:
         await close_all(chat + watchers)
@@ -201,7 +185,8 @@ async def test_redis_restart_mid_session(stack):
     for c in chat:
         assert set(c.acked.values()) <= set(ids)
         assert len(c.acked) == 5
-        assert not c.errors, c.errors[:3]
+        # Sent while the rate limit's Redis was down: refused, resent, stored once.
+        assert {error["code"] for error in c.errors} <= {"unavailable"}
     reconnected = sum(c.opens > opens[c.name] for c in chat)
     codes = sorted({code for c in chat for code in c.close_codes})
     assert set(codes) <= {4503, 1011, 1006}, codes
@@ -214,7 +199,6 @@ async def test_redis_down_at_start(stack):
     (name, key), (other, _) = keys.items()
     make_room(stack, "redis-down", key)
     stack.redis.stop()
-    started = time.monotonic()
     for path in ("/accounts/login/", "/accounts/signup/", "/admin/login/"):
         status, _ = await aget(stack.url + path)
         assert status == 200, path
@@ -239,8 +223,9 @@ async def test_redis_down_at_start(stack):
     try:
         await presence.wait(lambda c: 4503 in c.close_codes, 10)
         stack.redis.start()
+        restarted = time.monotonic()
         await presence.wait(lambda c: c.connected and name in c.online, 30)
-        healed = time.monotonic() - started
+        healed = time.monotonic() - restarted
     finally:
         await presence.close()
     assert all(get(f"http://127.0.0.1:{port}/readyz")[0] == 200 for port in stack.app_ports)
@@ -290,3 +275,120 @@ async def test_redis_hang(stack):
     assert set(codes) <= {4503, 1006}, codes
     heal("redis hang 20 s", healed,
          f"sockets closed {codes} within {closed_within:.1f} s, /healthz slowest {max(health):.2f} s")
+
+
+async def test_postgres_down(stack):
+    """Pages answer 503 with the clear page, a send gets `unavailable` and reaches nobody; all recovers alone."""
+    keys = sessions(stack, "pg", 3)
+    (alice, alice_key), (bob, bob_key), (carol, carol_key) = keys.items()
+    make_room(stack, "pg-down", alice_key)
+    sender = client(stack, "/ws/chat/pg-down/", alice, alice_key)
+    reader = client(stack, "/ws/chat/pg-down/", bob, bob_key)
+    watcher = client(stack, "/ws/presence/", carol, carol_key, ws=f"ws://127.0.0.1:{stack.app_ports[1]}")
+    clients = [sender, reader, watcher]
+    try:
+        await wait_all([sender, reader], lambda c: c.connected and set(c.room_users) == {alice, bob}, 20)
+        await watcher.wait(lambda c: set(keys) <= c.online, 20)
+        stack.postgres.stop()
+        stopped = time.monotonic()
+        status, body = await aget(stack.url + "/", session_key=alice_key)
+        assert status == 503 and "can't reach its database" in body
+        status, body = await aget(stack.url + "/chat/pg-down/", session_key=bob_key)
+        assert status == 503
+        status, body = await aget(f"http://127.0.0.1:{stack.app_ports[0]}/healthz")
+        assert status == 200
+        client_id = await sender.send_message("while the database is down")
+        await sender.wait(lambda c: c.errors, 10)
+        assert sender.errors[-1]["code"] == "unavailable"
+        del sender.pending[client_id]  # as the page does: the text stays in the composer
+        assert not reader.messages and not sender.messages, "nothing was broadcast"
+        down_for = time.monotonic() - stopped
+        stack.postgres.start()
+        started = time.monotonic()
+        await until(lambda: get(stack.url + "/", session_key=alice_key)[0] == 200, 20)
+        await sender.send_message("while the database is down", client_id)  # the user presses send again
+        await wait_all([sender, reader], lambda c: len(c.messages) == 1, 20)
+        healed = time.monotonic() - started
+        await until(lambda: all(get(f"http://127.0.0.1:{p}/readyz")[0] == 200 for p in stack.app_ports), 20)
+        # Past a sweep after the outage: nobody was swept as stale while their process was cut off.
+        await asyncio.sleep(TTL)
+        assert set(keys) <= watcher.online
+        assert not [name for _, name in watcher.leaves if name in keys], "nobody flickered"
+    finally:
+        await close_all(clients)
+    assert [m["body"] for m in reader.messages.values()] == ["while the database is down"]
+    assert len(room_messages(stack, "pg-down")) == 1
+    heal("postgresql down", healed, f"down {down_for:.1f} s: pages 503, a send got `unavailable`, sockets stayed open")
+
+
+async def test_kill_one_of_two_daphne_processes(stack):
+    """kill -9: its clients reconnect to the other; users with sockets only there go offline within the TTL."""
+    keys = sessions(stack, "kd", 8)
+    names = list(keys)
+    watcher_name = names[0]
+    # The watcher is on the process that survives, so it sees every diff.
+    watcher = client(stack, "/ws/presence/", watcher_name, keys[watcher_name],
+                     ws=f"ws://127.0.0.1:{stack.app_ports[1]}")
+    # Half the users' devices vanish with the process (no reconnect); the others reconnect through nginx.
+    clients = {name: client(stack, "/ws/presence/", name, keys[name]) for name in names[1:]}
+    try:
+        await wait_all([watcher, *clients.values()], lambda c: c.connected, 20)
+        await watcher.wait(lambda c: set(names) <= c.online, 20)
+        pid = stack.apps[0].pid
+        rows = query(stack, "SELECT u.username, c.server FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
+                            "WHERE u.username = ANY(%s)", names)
+        on_killed = sorted(name for name, server in rows if f":{pid}:" in server and name != watcher_name)
+        gone = set(on_killed[::2])
+        back = set(on_killed) - gone
+        for name in gone:
+            clients[name].reconnect = False
+        assert gone and back, rows
+        leaves_before = len(watcher.leaves)
+        stack.kill_app(0)
+        killed = time.monotonic()
+        await wait_all([clients[name] for name in back], lambda c: c.connected and c.opens == 2, 20)
+        reconnected = time.monotonic() - killed
+        await watcher.wait(lambda c: not (gone & c.online), TTL + 6)
+        healed = time.monotonic() - killed
+        assert set(names) - gone <= watcher.online
+    finally:
+        await close_all([watcher, *clients.values()])
+    left = [name for _, name in watcher.leaves[leaves_before:]]
+    assert sorted(left) == sorted(gone), "only the users who had sockets only there went offline, once each"
+    heal("kill -9 of one Daphne", healed,
+         f"its clients back through nginx in {reconnected:.1f} s; {len(gone)} vanished users offline, no flicker")
+
+
+VANISHING_CLIENT = """
+import sys
+from websockets.sync.client import connect
+with connect(sys.argv[1], additional_headers={"Origin": sys.argv[2], "Cookie": "sessionid=" + sys.argv[3]}) as ws:
+    ws.recv()
+    print("open", flush=True)
+    while True:
+        ws.recv()
+"""
+
+
+async def test_client_that_vanishes_without_a_close_is_dropped_by_ping(stack):
+    """A client that stops (SIGSTOP) answers no ping: Daphne drops it and its user is announced offline."""
+    keys = sessions(stack, "vc", 2)
+    (ghost, ghost_key), (watcher_name, watcher_key) = keys.items()
+    watcher = client(stack, "/ws/presence/", watcher_name, watcher_key)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", VANISHING_CLIENT, stack.ws + "/ws/presence/", stack.url, ghost_key,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), 20) == b"open\n"
+        await watcher.wait(lambda c: ghost in c.online, 20)
+        process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        await watcher.wait(lambda c: ghost not in c.online, PING[0] + PING[1] + 5)
+        healed = time.monotonic() - stopped
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await watcher.close()
+    heal("client vanished (SIGSTOP)", healed, "dropped by Daphne's ping timeout, announced offline")
