@@ -7,7 +7,7 @@ PORT ?= 8000
 # Daphne's production flags; WEBSOCKET_TIMEOUT must not exceed the layer's group expiry.
 WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
-	--websocket-max-message-size 65536 --proxy-headers
+	--websocket-max-message-size 1048576 --proxy-headers
 
 .PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean
 

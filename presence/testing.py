@@ -45,7 +45,7 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
-             "--websocket-max-message-size", "65536", "presence_site.asgi:application"],
+             "--websocket-max-message-size", "1048576", "presence_site.asgi:application"],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
@@ -192,7 +192,7 @@ class ResilientClient:
 
     async def _run(self) -> None:
         from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
         attempt = 0
         while not self.stopping:
@@ -217,7 +217,7 @@ class ResilientClient:
                 code = closed.rcvd.code if closed.rcvd is not None else 1006
             except InvalidStatus as refused:
                 self.refusals.append(str(refused.response.status_code))
-            except (OSError, TimeoutError, EOFError) as error:
+            except (OSError, TimeoutError, EOFError, InvalidHandshake) as error:
                 self.refusals.append(type(error).__name__)
             except asyncio.CancelledError:
                 raise

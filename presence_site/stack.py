@@ -22,11 +22,15 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "presence.conf.template"
 NGINX_MAIN_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "stack-nginx.conf.template"
+# The message size limit is autobahn's for both directions: at 64 KiB it refused
+# to send a snapshot of ~700 online users or a history of long messages (the
+# socket died with 1011). 1 MiB bounds what a client can make Daphne buffer;
+# the consumers close anything over 64 KiB with 1009 (protocol.MAX_FRAME_CHARS).
 DAPHNE_FLAGS = [
     "--websocket_timeout", "86400",
     "--ping-interval", "20",
     "--ping-timeout", "30",
-    "--websocket-max-message-size", "65536",
+    "--websocket-max-message-size", "1048576",
     "--proxy-headers",
 ]
 

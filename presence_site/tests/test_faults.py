@@ -392,3 +392,128 @@ async def test_client_that_vanishes_without_a_close_is_dropped_by_ping(stack):
             await process.wait()
         await watcher.close()
     heal("client vanished (SIGSTOP)", healed, "dropped by Daphne's ping timeout, announced offline")
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+
+
+def sockets_closed(stack: Stack, index: int, code: int) -> float:
+    _, text = get(f"http://127.0.0.1:{stack.app_ports[index]}/metrics")
+    found = re.findall(rf'^presence_sockets_closed_total\{{code="{code}",endpoint="chat"\}} (\S+)$', text, re.M)
+    return sum(float(value) for value in found)
+
+
+def latencies(senders: list[ResilientClient], readers: list[ResilientClient], since: float) -> list[float]:
+    """Send-to-arrival times of the messages sent after `since`, at every reader but the sender."""
+    found = []
+    for sender in senders:
+        for client_id, sent in sender.sent_at.items():
+            message_id = sender.acked.get(client_id)
+            if sent < since or message_id is None:
+                continue
+            found += [r.arrived[message_id] - sent for r in readers if r is not sender and message_id in r.arrived]
+    return sorted(found)
+
+
+def p95(values: list[float]) -> float:
+    return values[int(len(values) * 0.95)]
+
+
+async def test_slow_reader_in_a_busy_room(stack):
+    """A socket that stops reading is dropped by the ping timeout (1006); the others' latency and memory hold."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    keys = sessions(stack, "sr", 5)
+    names = list(keys)
+    make_room(stack, "busy", keys[names[0]])
+    senders = [client(stack, "/ws/chat/busy/", name, keys[name]) for name in names[:4]]
+    body = "x" * 2000
+
+    async def busy(seconds: float) -> None:
+        async def one(sender: ResilientClient) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                await sender.send_message(body)
+                await asyncio.sleep(0.1)  # ten a second each: a busy room
+
+        await asyncio.gather(*(one(sender) for sender in senders))
+
+    laggard = None
+    try:
+        await wait_all(senders, lambda c: c.connected and len(c.room_users) == 4, 20)
+        calm = time.monotonic()
+        await busy(2)
+        await wait_all(senders, lambda c: not c.pending, 20)
+        before = latencies(senders, senders, calm)
+
+        pid = stack.apps[0].pid
+        closed = sockets_closed(stack, 0, 1006)
+        headers = {"Origin": stack.url, "Cookie": f"sessionid={keys[names[4]]}"}
+        # On process 0 so that its memory can be watched; max_queue=1: the library stops reading the socket too.
+        laggard = await connect(f"ws://127.0.0.1:{stack.app_ports[0]}/ws/chat/busy/", additional_headers=headers,
+                                ping_interval=None, max_queue=1, max_size=2**22)
+        await laggard.recv()  # the history; then it reads nothing more
+        rss_before = rss_kib(pid)
+        lagging = time.monotonic()
+        load = asyncio.create_task(busy(8))
+        rss_peak = rss_before
+        while sockets_closed(stack, 0, 1006) == closed:
+            assert time.monotonic() - lagging < PING[0] + PING[1] + 5, "the laggard was not dropped"
+            rss_peak = max(rss_peak, rss_kib(pid))
+            await asyncio.sleep(0.2)
+        dropped = time.monotonic() - lagging
+        await load
+        await wait_all(senders, lambda c: not c.pending, 20)
+        during = latencies(senders, senders, lagging)
+        with pytest.raises(ConnectionClosed) as closing:
+            while True:
+                await asyncio.wait_for(laggard.recv(), 10)
+        seen_by_laggard = closing.value.rcvd.code if closing.value.rcvd else 1006
+    finally:
+        if laggard is not None:
+            await laggard.close()
+        await close_all(senders)
+    assert seen_by_laggard == 1006
+    assert p95(during) < max(1.0, 3 * p95(before)), (p95(before), p95(during))
+    growth = (rss_peak - rss_before) / 1024
+    assert growth < 64, f"Daphne grew {growth:.0f} MiB behind one laggard"
+    heal("slow reader", dropped,
+         f"dropped with 1006 after {dropped:.1f} s; others' p95 {p95(before) * 1000:.0f} → {p95(during) * 1000:.0f} ms; "
+         f"Daphne +{growth:.1f} MiB")
+
+
+async def test_storm_of_1000_sockets_on_one_process(stack):
+    """1,000 handshakes on one process all succeed, one diff reaches them all, and nothing is left after."""
+    keys = sessions(stack, "st", 1001)
+    names = list(keys)
+    ws = f"ws://127.0.0.1:{stack.app_ports[0]}"
+    storm: list[ResilientClient] = []
+    started = time.monotonic()
+    try:
+        # In waves of 100, as after a deploy; each client retries a refused handshake, as the page does.
+        for batch in range(0, 1000, 100):
+            wave = [client(stack, "/ws/presence/", name, keys[name], ws=ws) for name in names[batch:batch + 100]]
+            storm += wave
+            await wait_all(wave, lambda c: c.connected, 60)
+        opened = time.monotonic() - started
+        assert sum(c.opens for c in storm) == 1000, "no socket was closed once open"
+        refused = sum(len(c.refusals) for c in storm)
+        await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
+        latecomer = client(stack, "/ws/presence/", names[1000], keys[names[1000]])
+        announced = time.monotonic()
+        await wait_all(storm, lambda c: names[1000] in c.online, 30)
+        reached = time.monotonic() - announced
+        await latecomer.close()
+    finally:
+        await close_all(storm)
+    closing = time.monotonic()
+    await until(lambda: open_sockets(stack, 0) == 0, 30)
+    await until(lambda: query(stack, "SELECT count(*) FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
+                                     "WHERE u.username LIKE 'st%%'")[0][0] == 0, 30)
+    drained = time.monotonic() - closing
+    heal("storm of 1,000 sockets", drained,
+         f"1,000 opened in {opened:.1f} s ({refused} handshakes refused and retried), one diff reached all in "
+         f"{reached:.1f} s, all rows and the gauge back to 0")
