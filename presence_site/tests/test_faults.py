@@ -79,6 +79,12 @@ def stack(fault_stack):
     restore(fault_stack)
     yield fault_stack
     restore(fault_stack)
+    # Nothing leaks from a fault: every socket the test opened is forgotten by its process.
+    deadline = time.monotonic() + 15
+    while any(open_sockets(fault_stack, index) for index in range(len(fault_stack.apps))):
+        gauges = [open_sockets(fault_stack, index) for index in range(len(fault_stack.apps))]
+        assert time.monotonic() < deadline, f"sockets left open after the test: {gauges}"
+        time.sleep(0.2)
 
 
 def get(url: str, *, session_key: str | None = None, timeout: float = 10) -> tuple[int, str]:
@@ -289,8 +295,8 @@ async def test_postgres_down(stack):
     try:
         await wait_all([sender, reader], lambda c: c.connected and set(c.room_users) == {alice, bob}, 20)
         await watcher.wait(lambda c: set(keys) <= c.online, 20)
-        stack.postgres.stop()
         stopped = time.monotonic()
+        stack.postgres.stop()
         status, body = await aget(stack.url + "/", session_key=alice_key)
         assert status == 503 and "can't reach its database" in body
         status, body = await aget(stack.url + "/chat/pg-down/", session_key=bob_key)
@@ -501,7 +507,12 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
         opened = time.monotonic() - started
         assert sum(c.opens for c in storm) == 1000, "no socket was closed once open"
         refused = sum(len(c.refusals) for c in storm)
-        await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
+        try:
+            await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
+        except TimeoutError:
+            print("DEBUG gauge", open_sockets(stack, 0), refused, sum(c.connected for c in storm))
+            print("DEBUG", query(stack, "SELECT count(*) FROM presence_connection"))
+            raise
         latecomer = client(stack, "/ws/presence/", names[1000], keys[names[1000]])
         announced = time.monotonic()
         await wait_all(storm, lambda c: names[1000] in c.online, 30)

@@ -19,7 +19,11 @@
   var TYPING_SHOWN_MS = 4000;
   var TYPING_SEND_MS = 2000;
 
-  var lastId = 0;      // the newest message id this page has
+  // Every message up to this id is shown: the newest of the page's history or of
+  // the last chat.history. Not the newest seen live: messages stored by two
+  // processes can arrive out of id order, and one whose broadcast was lost in a
+  // fault would sit below the newest and never be fetched on resume.
+  var lastId = 0;
   var oldestId = null; // the oldest, for loading earlier history
   var pending = null;  // {client_id, body}: sent, not yet acknowledged; resent after a reconnect
   var typists = new Map(); // username -> timer
@@ -74,7 +78,6 @@
     messages.forEach(function (message) {
       if (hasMessage(message.id)) return;
       list.appendChild(messageNode(message));
-      lastId = Math.max(lastId, message.id);
       if (oldestId === null || message.id < oldestId) oldestId = message.id;
     });
     if (pinned) list.scrollTop = list.scrollHeight;
@@ -140,6 +143,7 @@
       case "chat.history":
         if (!resuming) { list.replaceChildren(); oldestId = null; showOlder(frame.has_more); }
         append(frame.messages);
+        frame.messages.forEach(function (message) { lastId = Math.max(lastId, message.id); });
         // Missed more than one resume returns: start afresh rather than show a gap.
         if (resuming && frame.has_more) window.location.reload();
         break;
@@ -203,6 +207,7 @@
   });
 
   append(initial.messages);
+  initial.messages.forEach(function (message) { lastId = Math.max(lastId, message.id); });
   showOlder(initial.has_more);
   showUsers(initial.users);
   list.scrollTop = list.scrollHeight;
