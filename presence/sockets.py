@@ -43,6 +43,17 @@ class SocketConsumer(AsyncWebsocketConsumer):
     accepted = False
     layer_down = False
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.registered:
+                # Daphne cancels an instance whose socket went away without a
+                # websocket.disconnect (a handshake it rejected after its connect
+                # timeout while connect() ran): forget the socket all the same,
+                # or its row would be kept fresh by the heartbeat for ever.
+                await asyncio.shield(self.disconnect(1006))
+
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
         await self.accept()

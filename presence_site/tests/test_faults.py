@@ -356,7 +356,7 @@ async def test_kill_one_of_two_daphne_processes(stack):
         reconnected = time.monotonic() - killed
         await watcher.wait(lambda c: not (gone & c.online), TTL + 6)
         healed = time.monotonic() - killed
-        assert set(names) - gone <= watcher.online
+        assert set(names) - gone <= watcher.online, (watcher.leaves[leaves_before:], sorted(back), sorted(gone))
     finally:
         await close_all([watcher, *clients.values()])
     left = [name for _, name in watcher.leaves[leaves_before:]]
@@ -507,12 +507,7 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
         opened = time.monotonic() - started
         assert sum(c.opens for c in storm) == 1000, "no socket was closed once open"
         refused = sum(len(c.refusals) for c in storm)
-        try:
-            await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
-        except TimeoutError:
-            print("DEBUG gauge", open_sockets(stack, 0), refused, sum(c.connected for c in storm))
-            print("DEBUG", query(stack, "SELECT count(*) FROM presence_connection"))
-            raise
+        await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
         latecomer = client(stack, "/ws/presence/", names[1000], keys[names[1000]])
         announced = time.monotonic()
         await wait_all(storm, lambda c: names[1000] in c.online, 30)
