@@ -199,10 +199,10 @@ LAYER_CHECK_TIMEOUT = 2.0
 
 
 async def layer_epoch() -> tuple | None:
-    """The run ids of the channel layer's Redis servers: they change when one restarts; None if unknown."""
+    """The run ids of the channel layer's Redis servers (they change when one restarts); None if one does not answer."""
     layer = get_channel_layer()
     if layer is None or not hasattr(layer, "ring_size") or not hasattr(layer, "connection"):
-        return None  # the in-memory layer lives and dies with the process
+        return ()  # the in-memory layer lives and dies with the process: nothing to watch
     try:
         ids = []
         for index in range(layer.ring_size):

@@ -10,11 +10,9 @@ the way the pages do. Each test prints how long its fault took to heal
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,7 +23,7 @@ import psycopg
 import pytest
 
 from presence.testing import ResilientClient, wait_all
-from presence_site.stack import Stack, stop_process
+from presence_site.stack import Stack
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
@@ -202,7 +200,7 @@ async def test_redis_restart_mid_session(stack):
 async def test_redis_down_at_start(stack):
     """Pages work without Redis; sockets fail fast with 4503; /readyz names the layer; Daphne recovers alone."""
     keys = sessions(stack, "rd", 2)
-    (name, key), (other, _) = keys.items()
+    (name, key), _ = keys.items()
     make_room(stack, "redis-down", key)
     stack.redis.stop()
     for path in ("/accounts/login/", "/accounts/signup/", "/admin/login/"):
