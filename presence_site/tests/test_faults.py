@@ -28,7 +28,7 @@ from presence_site.stack import Stack
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
 PING = (2, 3)  # Daphne's ping interval and timeout, seconds
-TTL = 4.0
+TTL = 6.0  # with the 1 s heartbeat; a reconnect registered later than this would be a real leave
 STACK_ENV = {
     "PRESENCE_TTL": f"{TTL:g}",
     "PRESENCE_HEARTBEAT_INTERVAL": "1",
