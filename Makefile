@@ -39,14 +39,14 @@ stack: $(VENV)/.run-deps
 	$(BIN)/python -m presence_site.stack --port $(or $(STACK_PORT),8080)
 
 # The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL
-# (the browser tests once: they exercise the page, not the database).
+# (the browser and fault tests once: they bring their own servers and database).
 test: test-sqlite test-postgres
 
 test-sqlite: $(VENV)/.dev-deps
 	env -u DATABASE_URL $(BIN)/pytest
 
 test-postgres: $(VENV)/.dev-deps
-	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest -m "not browser"
+	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest -m "not browser and not fault"
 
 # The Chromium suite alone (it also refreshes the screenshots in docs/img/).
 test-browser: $(VENV)/.dev-deps

@@ -1,3 +1,4 @@
+import asyncio
 import logging
 import re
 import time
@@ -7,6 +8,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from chat import protocol
 from chat.models import Room
@@ -16,11 +18,13 @@ from presence import metrics
 from presence import protocol as base
 from presence.models import Connection
 from presence.protocol import ProtocolError
-from presence.sockets import SocketConsumer
+from presence.sockets import LAYER_TIMEOUT, SocketConsumer
 
 logger = logging.getLogger(__name__)
 
 _MESSAGE_ID = re.compile(r"[0-9]{1,18}")
+# A Redis that is down raises RedisError; one that hangs, a timeout once the socket timeout passes.
+REDIS_ERRORS = (RedisError, OSError)
 
 
 class ChatConsumer(SocketConsumer):
@@ -85,7 +89,9 @@ class ChatConsumer(SocketConsumer):
         try:
             users = await database_sync_to_async(room_presence)(slug=self.room)
             frame = protocol.presence_frame(self.room, users)
-            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame))
+            await asyncio.wait_for(
+                self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame)), LAYER_TIMEOUT
+            )
         except Exception:
             # The next join or leave sends the whole list again.
             logger.exception("room presence for %s could not be published", self.room)
@@ -104,7 +110,8 @@ class ChatConsumer(SocketConsumer):
                     return
             error.client_id = client_id
             raise
-        except DatabaseError:
+        except (DatabaseError, *REDIS_ERRORS):
+            # The database, or the rate limit's Redis: either way nothing was stored.
             logger.exception("chat message in %s could not be stored", self.room)
             raise ProtocolError(
                 base.UNAVAILABLE, "The message was not stored; send it again.", client_id=client_id
@@ -115,14 +122,21 @@ class ChatConsumer(SocketConsumer):
             await self.send_frame(message)
             return
         metrics.MESSAGES_STORED.inc()
+        # The sender's copy goes straight back: it is the acknowledgement, and
+        # must not depend on a group that a restarted Redis may have forgotten.
+        await self.send_frame(message)
         try:
-            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(message))
+            await asyncio.wait_for(
+                self.channel_layer.group_send(
+                    protocol.room_group(self.room), base.forward_event(message, skip=self.channel_name)
+                ),
+                LAYER_TIMEOUT,
+            )
             metrics.MESSAGES_BROADCAST.inc()
         except Exception:
             metrics.LAYER_ERRORS.labels("chat_message").inc()
+            # Stored and acknowledged all the same; the others resync on reconnect.
             logger.exception("chat message %s could not be broadcast", message["id"])
-            # Stored all the same: acknowledge it; the others resync on reconnect.
-            await self.send_frame(message)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()

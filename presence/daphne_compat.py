@@ -9,6 +9,11 @@ itself already sends 1007 and 1009 from the same library; this lets the
 application send those codes too, as a close frame, through autobahn's own
 sendCloseFrame. Other codes go through Daphne unchanged.
 
+It also keeps `--websocket-max-message-size` for what clients send only.
+Autobahn checks the same limit on what the server sends, so a snapshot of
+many users or a history of long messages over 64 KiB would fail the socket
+with 1011; the server's own frames are bounded by the protocol instead.
+
 Installed from the ASGI module, only in a process where Daphne serves it.
 """
 
@@ -34,6 +39,18 @@ def install() -> bool:
         else:
             daphne_server_close(self, code=code)
 
+    daphne_send_message = protocol_class.sendMessage
+
+    def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False):
+        # One reactor thread: lifting the limit for the duration of the call
+        # cannot let an incoming frame through.
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            return daphne_send_message(self, payload, isBinary, fragmentSize, sync, doNotCompress)
+        finally:
+            self.maxMessagePayloadSize = limit
+
     protocol_class.serverClose = serverClose
+    protocol_class.sendMessage = sendMessage
     protocol_class.presence_close_codes = True
     return True

@@ -36,7 +36,9 @@ UNAVAILABLE = "unavailable"
 CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame
 CLOSE_POLICY_VIOLATION = 1008  # kept flooding after rate_limited
 CLOSE_TOO_LARGE = 1009  # a text frame over MAX_FRAME_CHARS
-CLOSE_TRY_AGAIN_LATER = 1013  # the server could not register the socket (database or layer down)
+# The database or the channel layer is down, hung or restarted: reconnect with backoff and resync.
+# Not 1013: autobahn (under Daphne) refuses to send any code but 1000 and 3000-4999.
+CLOSE_TRY_AGAIN_LATER = 4503
 CLOSE_SESSION_ENDED = 4000  # log-out in that browser, a password change, or an admin ended it
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403

@@ -23,8 +23,10 @@ from presence.services import (
     Leave,
     StateChange,
     Transition,
+    connection_close,
     connection_heartbeat,
     connection_sessions_ended,
+    presence_settle,
     presence_sweep,
 )
 
@@ -39,6 +41,10 @@ class PresenceHub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.sockets = 0
+        # This process's own open sockets, to close them when the layer forgot them.
+        self.consumers: "weakref.WeakSet" = weakref.WeakSet()
+        self.layer_epoch: tuple | None = None
+        self.layer_failures = 0
         self.pending: dict[str, Transition] = {}
         # Kept apart from joins and leaves: a join and an away in one window are both news.
         self.pending_states: dict[str, str] = {}
@@ -47,16 +53,32 @@ class PresenceHub:
         self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
         self.session_check_task: asyncio.Task | None = None
+        # Sockets that closed while the database was unreachable: their rows
+        # would be refreshed by the heartbeat for ever, so it retries them.
+        self.unclosed: set[str] = set()
+        # After an outage, skip sweeping until the other processes have had a
+        # heartbeat interval to refresh their own rows (they were cut off too).
+        self.beats_since_failure = 2
 
-    def socket_opened(self) -> None:
+    def close_later(self, channel_name: str) -> None:
+        """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
+        self.unclosed.add(channel_name)
+        if self.heartbeat_task is None:
+            self.heartbeat_task = self.loop.create_task(self._heartbeat())
+
+    def socket_opened(self, consumer=None) -> None:
         self.sockets += 1
+        if consumer is not None:
+            self.consumers.add(consumer)
         if self.heartbeat_task is None:
             self.heartbeat_task = self.loop.create_task(self._heartbeat())
         if self.session_check_task is None:
             self.session_check_task = self.loop.create_task(self._session_check())
 
-    def socket_closed(self) -> None:
+    def socket_closed(self, consumer=None) -> None:
         self.sockets = max(0, self.sockets - 1)
+        if consumer is not None:
+            self.consumers.discard(consumer)
 
     def publish(self, transitions: list[Transition | StateChange]) -> None:
         """Queue transitions for the next diff; a burst within the window becomes one frame."""
@@ -95,7 +117,11 @@ class PresenceHub:
             try:
                 count = await database_sync_to_async(presence_online_count)()
                 frame = protocol.diff_frame(joins, leaves, count, states)
-                await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
+                # Bounded, or a hung Redis would hold the lock and every later diff.
+                await asyncio.wait_for(
+                    get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame)),
+                    LAYER_CHECK_TIMEOUT * 2,
+                )
             except Exception:
                 metrics.LAYER_ERRORS.labels("presence_diff").inc()
                 # Watchers resync from a snapshot when they reconnect; the
@@ -106,16 +132,23 @@ class PresenceHub:
 
     async def _heartbeat(self) -> None:
         try:
-            while self.sockets > 0:
+            while self.sockets > 0 or self.unclosed:
+                await self._check_layer()
                 try:
                     await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
-                    removed, leaves = await database_sync_to_async(presence_sweep)()
-                    metrics.SWEEP_RUNS.inc()
-                    metrics.STALE_REMOVED.inc(removed)
-                    if removed or leaves:
-                        logger.info("presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves))
-                    self.publish(leaves)
+                    await self._close_unclosed()
+                    self.beats_since_failure += 1
+                    if self.beats_since_failure >= 2:
+                        removed, leaves = await database_sync_to_async(presence_sweep)()
+                        metrics.SWEEP_RUNS.inc()
+                        metrics.STALE_REMOVED.inc(removed)
+                        if removed or leaves:
+                            logger.info(
+                                "presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves)
+                            )
+                        self.publish(leaves)
                 except Exception:
+                    self.beats_since_failure = 0
                     logger.exception("presence heartbeat failed; trying again next interval")
                 await asyncio.sleep(settings.PRESENCE_HEARTBEAT_INTERVAL)
         finally:
@@ -138,6 +171,67 @@ class PresenceHub:
                     logger.exception("session check failed; trying again next interval")
         finally:
             self.session_check_task = None
+
+    async def _check_layer(self) -> None:
+        """Close every socket of this process when Redis restarted (or failed over) under it.
+
+        A restarted Redis has forgotten every group: a socket whose receive
+        survived the restart (redis-py reconnects on its own) would stay open
+        and hear nothing. Closing it with 4503 makes the client reconnect,
+        join its groups again and resync from the database.
+        """
+        epoch = await layer_epoch()
+        if epoch is None:
+            # Down or hung: a socket's receive may wait for redis-py's timeouts
+            # and retries, far longer than a client should sit deaf. Two checks
+            # in a row is the bound (at most two heartbeats and 2 s).
+            self.layer_failures += 1
+            if self.layer_failures == 2:
+                await self._close_all("the channel layer does not answer", "unreachable")
+            return
+        self.layer_failures = 0
+        previous, self.layer_epoch = self.layer_epoch, epoch
+        if previous is None or previous == epoch:
+            return
+        await self._close_all("the channel layer's Redis restarted", "restarted")
+
+    async def _close_all(self, reason: str, label: str) -> None:
+        """Close every socket of this process with 4503, so that each client reconnects and resyncs."""
+        consumers = list(self.consumers)
+        metrics.LAYER_ERRORS.labels(label).inc()
+        logger.warning("%s; closing %d sockets so that they resync", reason, len(consumers))
+        for consumer in consumers:
+            try:
+                await consumer.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+            except Exception:
+                logger.exception("a socket could not be closed after the layer restarted")
+
+    async def _close_unclosed(self) -> None:
+        for channel_name in list(self.unclosed):
+            user_id = await database_sync_to_async(connection_close)(channel_name=channel_name)
+            self.unclosed.discard(channel_name)
+            if user_id is not None:
+                leave = await database_sync_to_async(presence_settle)(user_id=user_id)
+                if leave is not None:
+                    self.publish([leave])
+
+
+LAYER_CHECK_TIMEOUT = 2.0
+
+
+async def layer_epoch() -> tuple | None:
+    """The run ids of the channel layer's Redis servers (they change when one restarts); None if one does not answer."""
+    layer = get_channel_layer()
+    if layer is None or not hasattr(layer, "ring_size") or not hasattr(layer, "connection"):
+        return ()  # the in-memory layer lives and dies with the process: nothing to watch
+    try:
+        ids = []
+        for index in range(layer.ring_size):
+            info = await asyncio.wait_for(layer.connection(index).info("server"), LAYER_CHECK_TIMEOUT)
+            ids.append(info.get("run_id"))
+    except Exception:
+        return None  # unreachable now: compared again once it answers
+    return tuple(ids)
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceHub]" = weakref.WeakKeyDictionary()

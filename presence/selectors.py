@@ -16,9 +16,19 @@ def _live_connections(**filters: Any) -> QuerySet[Connection]:
     return Connection.objects.filter(heartbeat_at__gte=cutoff, **filters)
 
 
-def _online() -> QuerySet[UserPresence]:
+def _shown_online() -> Q:
     live = _live_connections(user_id=OuterRef("user_id"))
-    return UserPresence.objects.filter(Exists(live), online_since__isnull=False)
+    rows = Connection.objects.filter(user_id=OuterRef("user_id"))
+    # No socket row at all while online_since is set: the last socket just
+    # closed and the leave waits out its grace (a reload, a reconnect). No
+    # leave was announced, so a snapshot must still list the user, or a
+    # watcher that resyncs now never hears of them again. Only rows that
+    # stopped beating (a dead process) take a user out before the sweep.
+    return Q(online_since__isnull=False) & (Q(Exists(live)) | ~Q(Exists(rows)))
+
+
+def _online() -> QuerySet[UserPresence]:
+    return UserPresence.objects.filter(_shown_online())
 
 
 def presence_online_users() -> list[dict[str, Any]]:
@@ -43,10 +53,9 @@ def presence_online_count() -> int:
 def presence_recently_seen(*, limit: int | None = None) -> list[dict[str, Any]]:
     """Offline users, most recently seen first: [{"username", "online", "last_seen"}]."""
     limit = settings.PRESENCE_RECENT_LIMIT if limit is None else limit
-    live = _live_connections(user_id=OuterRef("user_id"))
     rows = (
         UserPresence.objects.filter(last_seen__isnull=False)
-        .filter(Q(online_since__isnull=True) | ~Exists(live))
+        .exclude(_shown_online())
         .order_by("-last_seen")
         .values_list("user__username", "last_seen")[:limit]
     )

@@ -24,6 +24,9 @@ from presence.services import (
 
 logger = logging.getLogger(__name__)
 
+# Seconds a socket waits for one channel-layer call before it gives up on it.
+LAYER_TIMEOUT = 5.0
+
 
 class SocketConsumer(AsyncWebsocketConsumer):
     """A logged-in socket that counts towards its user's presence.
@@ -39,6 +42,19 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     registered = False
     joined: tuple[str, ...] = ()
+    accepted = False
+    layer_down = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.registered:
+                # Daphne cancels an instance whose socket went away without a
+                # websocket.disconnect (a handshake it rejected after its connect
+                # timeout while connect() ran): forget the socket all the same,
+                # or its row would be kept fresh by the heartbeat for ever.
+                await asyncio.shield(self.disconnect(1006))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -55,6 +71,10 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
         await self.accept()
+        self.accepted = True
+        if self.layer_down:
+            await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "channel layer down")
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close_with(protocol.CLOSE_NOT_LOGGED_IN, "not logged in")
@@ -73,6 +93,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
             return
         except Exception:
             logger.exception("%s socket could not be registered", self.endpoint)
+            await self.leave_groups()
             await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "registration failed")
             return
         await self.opened()
@@ -95,7 +116,8 @@ class SocketConsumer(AsyncWebsocketConsumer):
         self.joined = self.groups_for()
         # Join the groups first, so that no event between the snapshot and the join is lost.
         for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
+            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), LAYER_TIMEOUT)
         session = self.scope.get("session")
         try:
             join = await database_sync_to_async(connection_open)(
@@ -109,15 +131,13 @@ class SocketConsumer(AsyncWebsocketConsumer):
         except BaseException:
             # A refused socket must not stay in the groups (disconnect() only
             # cleans up registered sockets).
-            for group in self.joined:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            self.joined = ()
+            await self.leave_groups()
             raise
         self.registered = True
         metrics.OPEN_SOCKETS.labels(self.endpoint).inc()
         logger.info("socket open", extra=self.log_fields())
         presence_hub = hub()
-        presence_hub.socket_opened()
+        presence_hub.socket_opened(self)
         if join is not None:
             presence_hub.publish([join])
         else:
@@ -135,10 +155,17 @@ class SocketConsumer(AsyncWebsocketConsumer):
         metrics.SOCKETS_CLOSED.labels(self.endpoint, str(code)).inc()
         logger.info("socket closed", extra={**self.log_fields(), "code": code})
         presence_hub = hub()
-        presence_hub.socket_closed()
-        for group in self.joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+        presence_hub.socket_closed(self)
+        # The row first: it is what presence counts, and a layer that is down
+        # (or hung until the socket timeout) must not keep the user online.
+        try:
+            user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+        except Exception:
+            logger.exception("%s socket could not be forgotten; the heartbeat will retry", self.endpoint)
+            presence_hub.close_later(self.channel_name)
+            await self.leave_groups()
+            return
+        await self.leave_groups()
         await self.closed()
         if user_id is None:
             # Sockets are left: if only idle ones, the user is now away.
@@ -153,6 +180,46 @@ class SocketConsumer(AsyncWebsocketConsumer):
         leave = await database_sync_to_async(presence_settle)(user_id=user_id)
         if leave is not None:
             presence_hub.publish([leave])
+
+    async def leave_groups(self) -> None:
+        """Leave the socket's groups, as far as the layer lets us; membership expires anyway."""
+        for group in self.joined:
+            try:
+                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name), LAYER_TIMEOUT)
+            except Exception:
+                metrics.LAYER_ERRORS.labels("group_discard").inc()
+                logger.warning("%s socket could not leave group %s", self.endpoint, group)
+        self.joined = ()
+
+    # AsyncConsumer.__call__ sets channel_receive to the layer's receive for its
+    # dispatch loop. A layer that fails (Redis down, restarted or hung) would
+    # raise out of that loop: a handshake 500 or a 1011. The setter keeps the
+    # layer's receive and the loop gets _layer_events instead, which turns the
+    # first failure into one layer.lost event and then waits for the close.
+    @property
+    def channel_receive(self):
+        return self._layer_events
+
+    @channel_receive.setter
+    def channel_receive(self, layer_receive) -> None:
+        self._layer_receive = layer_receive
+
+    async def _layer_events(self) -> dict[str, Any]:
+        if self.layer_down:
+            await asyncio.Event().wait()  # never set: the socket is closing
+        try:
+            return await self._layer_receive()
+        except Exception as error:
+            self.layer_down = True
+            metrics.LAYER_ERRORS.labels("receive").inc()
+            logger.warning("%s socket lost the channel layer (%s)", self.endpoint, type(error).__name__)
+            return {"type": "layer.lost"}
+
+    async def layer_lost(self, event: dict[str, Any]) -> None:
+        """Called when the channel layer failed under this socket: close with 4503 so that the client resyncs."""
+        if not self.accepted:
+            return  # connect() accepts, sees layer_down and closes with 4503
+        await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "channel layer lost")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each client frame: decode, look up its handler, answer errors in-band."""

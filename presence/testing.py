@@ -1,8 +1,12 @@
 """Test helpers: real Redis and Daphne processes on free ports, logged-in sessions."""
 
+import asyncio
+import json
+import random
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from channels.testing import WebsocketCommunicator
@@ -157,3 +161,193 @@ class LiveSocket:
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+class ResilientClient:
+    """A client of one endpoint behind the stack's nginx that survives faults the way the pages do.
+
+    Like static/js/socket.js it reconnects with full-jitter backoff (shorter
+    than the page's, for tests) and stops on the codes that mean "do not retry";
+    like chat.js it resumes a room with ?after=<last id> and resends every
+    unacknowledged message with its client_id after each reconnect; like
+    presence.js it replaces its view with each snapshot and applies diffs.
+    The chat view is kept by id, so the view is in id order and holds each
+    message once whatever order the frames came in.
+    """
+
+    NO_RETRY = {4401, 4403, 4404, 4429, 4000, 1003, 1008}
+
+    def __init__(self, ws_base: str, path: str, session_key: str, *, origin: str, name: str = "",
+                 backoff: float = 0.1, backoff_cap: float = 1.0, reconnect: bool = True) -> None:
+        self.reconnect = reconnect
+        self.ws_base = ws_base
+        self.path = path
+        self.headers = {"Origin": origin, "Cookie": f"sessionid={session_key}"}
+        self.name = name
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self.chat = path.startswith("/ws/chat/")
+        self.opens = 0
+        self.connected = False
+        self.close_codes: list[int] = []  # every close the client saw, in order
+        self.opened_at: list[float] = []  # time.monotonic() of each open
+        self.closed_at: list[float] = []  # and of each close or failed attempt
+        self.refusals: list[str] = []  # handshakes that failed (HTTP status or network error)
+        self.messages: dict[int, dict] = {}  # the chat view, by id
+        self.complete_to: int | None = None  # every message up to this id is in the view
+        self.pending: dict[str, str] = {}  # client_id -> body, sent and not yet acknowledged, in send order
+        self.acked: dict[str, int] = {}  # client_id -> the id the server stored it under
+        self.errors: list[dict] = []
+        self.room_users: list[str] = []
+        self.online: set[str] = set()  # the presence view
+        self.leaves: list[tuple[float, str]] = []  # (time.monotonic(), username) of each leave in a diff
+        self.sent_at: dict[str, float] = {}  # client_id -> when first sent
+        self.arrived: dict[int, float] = {}  # message id -> when it first reached the view
+        self.frames = 0
+        self.changed = asyncio.Condition()
+        self.connection = None
+        self.stopping = False
+        self.task: asyncio.Task | None = None
+
+    @property
+    def last_id(self) -> int:
+        return max(self.messages, default=0)
+
+    def url(self) -> str:
+        # From the newest message of the last chat.history, not the newest seen
+        # live: broadcasts from two processes can cross, and one lost in a fault
+        # would leave a gap below the newest id. The view drops what it has.
+        if self.chat and self.complete_to is not None:
+            return f"{self.ws_base}{self.path}?after={self.complete_to}"
+        return self.ws_base + self.path
+
+    def start(self) -> "ResilientClient":
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+        attempt = 0
+        while not self.stopping:
+            code = None
+            try:
+                # No client-side keepalive, as in a browser: the server's pings are answered.
+                async with connect(self.url(), additional_headers=self.headers, open_timeout=10, ping_interval=None,
+                                   close_timeout=2, max_size=2**22) as connection:
+                    self.connection = connection
+                    attempt = 0
+                    async with self.changed:
+                        self.opens += 1
+                        self.opened_at.append(time.monotonic())
+                        self.connected = True
+                        self.changed.notify_all()
+                    for client_id, body in list(self.pending.items()):
+                        await connection.send(json.dumps({"type": "chat.message", "body": body, "client_id": client_id}))
+                    async for text in connection:
+                        await self._on_frame(json.loads(text))
+                    code = connection.close_code
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else 1006
+            except InvalidStatus as refused:
+                self.refusals.append(str(refused.response.status_code))
+            except (OSError, TimeoutError, EOFError, InvalidHandshake) as error:
+                self.refusals.append(type(error).__name__)
+            except asyncio.CancelledError:
+                raise
+            self.connection = None
+            async with self.changed:
+                if code is not None and not self.stopping:
+                    self.close_codes.append(code)
+                self.closed_at.append(time.monotonic())
+                self.connected = False
+                self.changed.notify_all()
+            if self.stopping or code in self.NO_RETRY or not self.reconnect:
+                return
+            await asyncio.sleep(random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt)))
+            attempt += 1
+
+    async def _on_frame(self, frame: dict) -> None:
+        kind = frame.get("type")
+        async with self.changed:
+            self.frames += 1
+            if kind == "chat.history":
+                for message in frame["messages"]:
+                    self._keep(message)
+                self.complete_to = max([self.complete_to or 0, *(m["id"] for m in frame["messages"])])
+            elif kind == "chat.message":
+                self._keep(frame)
+            elif kind == "room.presence":
+                self.room_users = frame["users"]
+            elif kind == "presence.snapshot":
+                self.online = {user["username"] for user in frame["users"]}
+            elif kind == "presence.diff":
+                self.online |= {join["username"] for join in frame["joins"]}
+                self.online -= {leave["username"] for leave in frame["leaves"]}
+                self.leaves += [(time.monotonic(), leave["username"]) for leave in frame["leaves"]]
+            elif kind == "error":
+                self.errors.append(frame)
+            self.changed.notify_all()
+
+    def _keep(self, message: dict) -> None:
+        self.arrived.setdefault(message["id"], time.monotonic())
+        self.messages[message["id"]] = message
+        client_id = message.get("client_id")
+        if client_id in self.pending and message["username"] == self.name:
+            del self.pending[client_id]
+            self.acked[client_id] = message["id"]
+
+    async def send_message(self, body: str, client_id: str | None = None) -> str:
+        """Queue a message until it is acknowledged; sent now if the socket is open."""
+        client_id = client_id or uuid.uuid4().hex
+        self.pending[client_id] = body
+        self.sent_at.setdefault(client_id, time.monotonic())
+        connection = self.connection
+        if connection is not None:
+            try:
+                await connection.send(json.dumps({"type": "chat.message", "body": body, "client_id": client_id}))
+            except Exception:
+                pass  # resent on the next open
+        return client_id
+
+    async def send(self, frame: dict) -> bool:
+        connection = self.connection
+        if connection is None:
+            return False
+        try:
+            await connection.send(json.dumps(frame))
+        except Exception:
+            return False
+        return True
+
+    async def wait(self, predicate, timeout: float) -> None:
+        """Until predicate(self) holds, or TimeoutError."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: predicate(self)), timeout)
+
+    def __repr__(self) -> str:
+        return (f"<{self.name} {self.path} connected={self.connected} opens={self.opens} closes={self.close_codes[-5:]} "
+                f"refusals={self.refusals[-3:]} pending={len(self.pending)} acked={len(self.acked)} "
+                f"messages={len(self.messages)} errors={[e.get('code') for e in self.errors[-3:]]} "
+                f"room={len(self.room_users)} online={len(self.online)}>")
+
+    async def close(self) -> None:
+        self.stopping = True
+        connection = self.connection
+        if connection is not None:
+            await connection.close()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self.task.cancel()
+
+
+async def wait_all(clients, predicate, timeout: float) -> None:
+    """Until predicate(client) holds for every client, or TimeoutError naming how many did not get there."""
+    results = await asyncio.gather(*(client.wait(predicate, timeout) for client in clients), return_exceptions=True)
+    late = [client.name for client, result in zip(clients, results) if isinstance(result, BaseException)]
+    if late:
+        first = next(client for client, result in zip(clients, results) if isinstance(result, BaseException))
+        raise TimeoutError(f"{len(late)} of {len(clients)} clients did not get there within {timeout} s, e.g. {first!r}")

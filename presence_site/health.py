@@ -42,7 +42,10 @@ async def _check_database() -> str | None:
 async def _check_channel_layer() -> str | None:
     layer = get_channel_layer()
     try:
-        channel = await asyncio.wait_for(layer.new_channel("readyz."), CHECK_TIMEOUT)
+        # The default prefix: channels-redis pops one list per prefix under a
+        # per-process lock that an open socket's receive holds, so a channel
+        # of its own prefix would never be read on a process with sockets.
+        channel = await asyncio.wait_for(layer.new_channel(), CHECK_TIMEOUT)
         await asyncio.wait_for(layer.send(channel, {"type": "readyz.probe"}), CHECK_TIMEOUT)
         await asyncio.wait_for(layer.receive(channel), CHECK_TIMEOUT)
     except Exception as error:

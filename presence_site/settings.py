@@ -193,6 +193,7 @@ REDIS_URL = env_str("REDIS_URL")
 # 100 connections by default, which a burst of handshakes exhausts.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 10.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
+REDIS_CACHE_SOCKET_TIMEOUT = env_float("REDIS_CACHE_SOCKET_TIMEOUT", 2.0)
 
 # Daphne's --websocket_timeout in the run commands; group membership must live
 # at least as long, or long-lived sockets silently stop receiving.
@@ -229,8 +230,10 @@ def redis_caches(url: str) -> dict:
             "LOCATION": url,
             "KEY_PREFIX": env_str("CHANNEL_PREFIX", "presence"),
             "OPTIONS": {
-                "socket_timeout": REDIS_SOCKET_TIMEOUT,
-                "socket_connect_timeout": 5,
+                # Short: the cache (the chat rate limit) is called from the process's
+                # one database thread, which a hung Redis would otherwise hold.
+                "socket_timeout": REDIS_CACHE_SOCKET_TIMEOUT,
+                "socket_connect_timeout": REDIS_CACHE_SOCKET_TIMEOUT,
                 "max_connections": REDIS_MAX_CONNECTIONS,
             },
         }

@@ -22,6 +22,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "presence.conf.template"
 NGINX_MAIN_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "stack-nginx.conf.template"
+# 64 KiB bounds what a client can make Daphne buffer; autobahn would apply it
+# to what the server sends too, which presence.daphne_compat lifts.
 DAPHNE_FLAGS = [
     "--websocket_timeout", "86400",
     "--ping-interval", "20",
@@ -161,12 +163,17 @@ class PostgresCluster:
         subprocess.run([*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def running(self) -> bool:
+        status = subprocess.run([*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return status.returncode == 0
+
 
 class Stack:
     """Redis, PostgreSQL, N Daphne processes and nginx in front, on loopback."""
 
     def __init__(self, directory: Path | None = None, *, processes: int = 2, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, ping: tuple[float, float] | None = None) -> None:
         self.directory = Path(directory or tempfile.mkdtemp(prefix="presence-stack-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         # PostgreSQL runs as `postgres` and nginx's workers as `nobody` when started by root.
@@ -178,6 +185,8 @@ class Stack:
         self.port = port or free_port()
         self.nginx: subprocess.Popen | None = None
         self.extra_env = env or {}
+        # (interval, timeout) for Daphne's keepalive pings; the fault tests shorten them.
+        self.ping = ping
 
     @property
     def url(self) -> str:
@@ -225,10 +234,18 @@ class Stack:
         self.start_nginx()
         return self
 
+    def daphne_flags(self) -> list[str]:
+        """The production flags, with the ping interval and timeout given to the stack, if any."""
+        flags = list(DAPHNE_FLAGS)
+        if self.ping is not None:
+            flags[flags.index("--ping-interval") + 1] = f"{self.ping[0]:g}"
+            flags[flags.index("--ping-timeout") + 1] = f"{self.ping[1]:g}"
+        return flags
+
     def start_app(self, index: int) -> None:
         log = open(self.directory / f"daphne-{index}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.app_ports[index]), *DAPHNE_FLAGS,
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.app_ports[index]), *self.daphne_flags(),
              "presence_site.asgi:application"],
             cwd=BASE_DIR, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
         )

@@ -74,3 +74,27 @@ async def test_two_processes_share_messages_and_typing_but_not_across_rooms(live
         assert [f["type"] for f in bob_seen] == ["chat.message"]  # his own, no typing echo
 
     assert await database_sync_to_async(Message.objects.count)() == 2
+
+
+async def test_a_history_larger_than_the_client_frame_limit_reaches_the_client(live_server_factory, make_user):
+    # Daphne runs with --websocket-max-message-size 65536, for what clients send; the
+    # server's own frames may be larger: 50 messages of 2,000 four-byte characters.
+    body = "😀" * 2000
+
+    def setup():
+        room = Room.objects.create(slug="long-reads", title="Long reads")
+        alice = make_user("alice")
+        Message.objects.bulk_create(
+            Message(room=room, author=alice, body=body, client_id=f"c{i}") for i in range(50)
+        )
+        return live_cookie(alice)
+
+    cookie = await database_sync_to_async(setup)()
+    server = live_server_factory()
+    headers = {"Cookie": cookie, "Origin": server.http}
+    async with connect(f"{server.ws}/ws/chat/long-reads/", additional_headers=headers, max_size=2**21) as socket:
+        history = await frame_of(socket, "chat.history")
+        assert len(history["messages"]) == 50
+        assert all(message["body"] == body for message in history["messages"])
+        await socket.send(json.dumps({"type": "ping"}))
+        assert (await frame_of(socket, "pong"))["type"] == "pong"

@@ -1,7 +1,10 @@
 /* A chat room, kept live over /ws/chat/<room>/ through the shared socket module (socket.js).
  *
- * - Each (re)connect resumes with ?after=<newest id shown>, so a message sent
- *   while this page was disconnected shows once, in order.
+ * - Each (re)connect resumes with ?after=<newest id of the last history>, so a
+ *   message sent while this page was disconnected shows once, in order. Not the
+ *   newest seen live: messages stored by two processes can arrive out of id
+ *   order, and one whose broadcast was lost in a fault would sit below the
+ *   newest and never be fetched on resume. Messages are shown once by id.
  * - A message written here waits in the socket's outbox under its client_id
  *   until its stored copy comes back ("sending…"); after a reconnect, or when
  *   the server asks to slow down, it is sent again with the same client_id,
@@ -35,7 +38,7 @@
   var RETRYABLE = { rate_limited: true, unavailable: true };
   var STATUS_TEXT = { pending: "sending…", failed: "not sent yet, will retry" };
 
-  var lastId = 0;          // the newest stored message shown
+  var resumeId = 0;        // the newest id of the page's or the last chat.history: where a resume starts
   var oldestId = null;     // the oldest, for loading earlier history
   var resumeFrom = 0;      // the ?after of the current connection (0: none)
   var drafts = new Map();  // client_id -> {body, node, status, sentAt}: written here, not yet stored
@@ -116,7 +119,6 @@
       if (message.username === me) settleDraft(message.client_id);
       if (hasMessage(message.id)) return;
       place(messageNode(message), message.id);
-      lastId = Math.max(lastId, message.id);
       if (oldestId === null || message.id < oldestId) oldestId = message.id;
       if (message.username !== me) fresh += 1;
     });
@@ -277,6 +279,7 @@
     switch (frame.type) {
       case "chat.history":
         add(frame.messages, resumeFrom > 0);
+        frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
         if (resumeFrom === 0) showOlder(frame.has_more);
         else if (frame.has_more) jumpToLatest();
         break;
@@ -313,8 +316,8 @@
 
   var socket = PresenceSocket.open(path, {
     url: function () {
-      resumeFrom = lastId;
-      return lastId > 0 ? path + "?after=" + lastId : path;
+      resumeFrom = resumeId;
+      return resumeId > 0 ? path + "?after=" + resumeId : path;
     },
     // The outbox is sent right after this.
     onOpen: function () { markDrafts("pending"); },
@@ -355,6 +358,7 @@
   });
 
   add(initial.messages, false);
+  initial.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
   showOlder(initial.has_more);
   showUsers(initial.users);
   scrollToEnd();
