@@ -9,6 +9,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from presence import protocol
+from presence.fanout import fanout
 from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
 from presence.services import SessionEnded, connection_close, connection_open, presence_settle
@@ -30,6 +31,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     registered = False
     joined: tuple[str, ...] = ()
+    # Forwards that arrive between joining the groups and sending the initial
+    # frames wait here, so that a client always gets its snapshot first.
+    held: list[str] | None = None
 
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
@@ -42,6 +46,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             await self.close(code=refusal)
             return
+        self.held = []
         try:
             await self.register(user)
         except SessionEnded:
@@ -52,6 +57,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
             return
         await self.opened()
+        held, self.held = self.held, None
+        for text in held:
+            await self.send(text_data=text)
 
     async def refusal(self) -> int | None:
         """Called before registration; return a close code to refuse the socket."""
@@ -71,21 +79,39 @@ class SocketConsumer(AsyncWebsocketConsumer):
         self.joined = self.groups_for()
         # Join the groups first, so that no event between the snapshot and the join is lost.
         for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            await self.group_join(group)
         session = self.scope.get("session")
-        join = await database_sync_to_async(connection_open)(
-            user=user,
-            channel_name=self.channel_name,
-            server=SERVER_ID,
-            endpoint=self.endpoint,
-            session_key=getattr(session, "session_key", None) or "",
-            room=self.room,
-        )
+        try:
+            join = await database_sync_to_async(connection_open)(
+                user=user,
+                channel_name=self.channel_name,
+                server=SERVER_ID,
+                endpoint=self.endpoint,
+                session_key=getattr(session, "session_key", None) or "",
+                room=self.room,
+            )
+        except BaseException:
+            # A refused socket must not stay in its groups.
+            for group in self.joined:
+                await self.group_leave(group)
+            raise
         self.registered = True
         presence_hub = hub()
         presence_hub.socket_opened()
         if join is not None:
             presence_hub.publish([join])
+
+    async def group_join(self, group: str) -> None:
+        if settings.CHANNEL_FANOUT == "process":
+            await fanout().join(group, self, self.channel_layer)
+        else:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def group_leave(self, group: str) -> None:
+        if settings.CHANNEL_FANOUT == "process":
+            await fanout().leave(group, self)
+        else:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket has closed, from either side."""
@@ -95,7 +121,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         presence_hub = hub()
         presence_hub.socket_closed()
         for group in self.joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.group_leave(group)
         user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
         await self.closed()
         if user_id is None:
@@ -133,10 +159,24 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame(protocol.pong_frame())
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Called with every message for this consumer: a forwarded frame goes straight out."""
+        if message["type"] == protocol.EVENT_FORWARD:
+            # Channels runs close_old_connections() in a worker thread before
+            # every handler; a forward touches no database, and that thread hop
+            # was 40% of a busy server's time (docs/benchmarks.md).
+            await self.frame_forward(message)
+            return
+        await super().dispatch(message)
+
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""
-        if event.get("skip") != self.channel_name:
-            await self.send(text_data=event["text"])
+        if event.get("skip") == self.channel_name:
+            return
+        if self.held is not None:
+            self.held.append(event["text"])
+            return
+        await self.send(text_data=event["text"])
 
     async def session_end(self, event: dict[str, Any]) -> None:
         """Called when this socket's session ended: log-out, password change, or an admin."""

@@ -183,11 +183,30 @@ WEBSOCKET_TIMEOUT = env_int("WEBSOCKET_TIMEOUT", 86400)
 CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400)
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000)
 
-def redis_channel_layers(url: str) -> dict:
+# Which Redis channel layer carries group messages; docs/benchmarks.md compares them.
+CHANNEL_LAYER_BACKENDS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "core")
+if CHANNEL_LAYER_BACKEND not in CHANNEL_LAYER_BACKENDS:
+    raise ImproperlyConfigured(
+        f"CHANNEL_LAYER_BACKEND must be one of {', '.join(CHANNEL_LAYER_BACKENDS)}; got {CHANNEL_LAYER_BACKEND!r}."
+    )
+
+# "process": each process joins a group once and hands its messages to its own
+# sockets (presence/fanout.py); "channel": every socket joins the group on the
+# layer, the stock Channels pattern.
+CHANNEL_FANOUT = env_str("CHANNEL_FANOUT", "process")
+if CHANNEL_FANOUT not in {"process", "channel"}:
+    raise ImproperlyConfigured(f"CHANNEL_FANOUT must be process or channel; got {CHANNEL_FANOUT!r}.")
+
+
+def redis_channel_layers(url: str, backend: str | None = None) -> dict:
     """The channels-redis layer, sized and timed against the traps in DESIGN.md."""
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": CHANNEL_LAYER_BACKENDS[backend or CHANNEL_LAYER_BACKEND],
             "CONFIG": {
                 "hosts": [
                     {
