@@ -5,11 +5,14 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # Daphne's production flags; WEBSOCKET_TIMEOUT must not exceed the layer's group expiry.
+# Daphne's message size limit applies to what the server sends too (a snapshot
+# of 1,000 users is about 90 KB), so it is 1 MiB here, and the consumer closes
+# with 1009 any client frame over 64 KiB.
 WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
-	--websocket-max-message-size 65536 --proxy-headers
+	--websocket-max-message-size 1048576 --proxy-headers
 
-.PHONY: run test test-sqlite test-postgres check-deploy lint clean
+.PHONY: run test test-sqlite test-postgres check-deploy lint clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +25,10 @@ $(VENV)/.run-deps: requirements.txt | $(BIN)/python
 $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
+
+$(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@ $(VENV)/.dev-deps $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
 	$(BIN)/python manage.py migrate --noinput
@@ -39,6 +46,20 @@ test-sqlite: $(VENV)/.dev-deps
 
 test-postgres: $(VENV)/.dev-deps
 	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest
+
+# The app beside its baselines, each on its own port, with a private Redis:
+# docs/benchmarks.md and docs/img/ are rewritten from the run (bench/README.md).
+bench: $(VENV)/.bench-deps redis-server
+	$(BIN)/python bench/run.py --profile quick $(BENCH_ARGS)
+
+bench-full: $(VENV)/.bench-deps redis-server
+	$(BIN)/python bench/run.py --profile full $(BENCH_ARGS)
+
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ echo "installing redis-server"; apt-get update -qq && apt-get install -y -qq redis-server; }; } || \
+		{ echo "the bench needs redis-server: apt-get install redis-server"; exit 1; }
 
 check-deploy: $(VENV)/.run-deps
 	DEBUG=0 SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \

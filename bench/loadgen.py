@@ -44,6 +44,7 @@ class Client(asyncio.Protocol):
         self.watch = watch
         self.sender = False
         self.closing = False
+        self.gone = False
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -92,7 +93,8 @@ class Client(asyncio.Protocol):
             self.opened.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
         if not self.closed.done():
             self.closed.set_result(None)
-        if not self.closing:
+        self.gone = True
+        if not self.closing and self.opened.done() and self.opened.exception() is None:
             self.worker.closed_unexpectedly += 1
 
     def send_text(self, text: str) -> None:
@@ -158,17 +160,19 @@ class Worker:
         if expect is not None and count >= expect[0] and not expect[1].done():
             expect[1].set_result(count)
 
-    async def cmd_open(self, group: str, url: str, cookies: list[str | None], origin: str, concurrency: int = 50,
-                       watch: bool = False) -> dict:
+    async def cmd_open(self, group: str, url: str | list[str], cookies: list[str | None], origin: str,
+                       concurrency: int = 50, watch: bool = False) -> dict:
+        """Open one socket per cookie, to url (or to url[i] for cookie i when url is a list)."""
         gate = asyncio.Semaphore(concurrency)
         errors: dict[str, int] = defaultdict(int)
         opened = 0
         last = 0
 
-        parts = urlsplit(url)
+        urls = url if isinstance(url, list) else [url] * len(cookies)
+        parts = urlsplit(urls[0])
         loop = asyncio.get_running_loop()
 
-        async def one(cookie: str | None) -> None:
+        async def one(cookie: str | None, url: str) -> None:
             nonlocal opened, last
             headers = {"Origin": origin}
             if cookie:
@@ -189,7 +193,7 @@ class Worker:
             last = max(last, time.monotonic_ns())
 
         started = time.monotonic_ns()
-        await asyncio.gather(*(one(cookie) for cookie in cookies))
+        await asyncio.gather(*(one(cookie, u) for cookie, u in zip(cookies, urls)))
         return {"opened": opened, "failed": sum(errors.values()), "errors": dict(errors), "first_ns": started,
                 "last_ns": last}
 
@@ -256,7 +260,7 @@ class Worker:
     def cmd_stats(self, latencies: bool = True) -> dict:
         return {"tag": self.tag, "received": self.received, "first_ns": self.first_ns, "last_ns": self.last_ns,
                 "latencies_ns": self.latencies if latencies else [], "closed_unexpectedly": self.closed_unexpectedly,
-                "open": {group: len(clients) for group, clients in self.clients.items()}}
+                "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()}}
 
     def cmd_watch_stats(self, group: str) -> dict:
         return {"watchers": [{"snapshot": c.snapshot_count, "diffs": c.diffs} for c in self.clients[group]]}

@@ -33,9 +33,11 @@ sys.path.insert(0, str(BASE_DIR))
 PY = sys.executable
 HOST = "127.0.0.1"
 ROOM = "bench"
+IDLE_ROOM = "idle"
 PROFILES = {
     # N for fan-out; memory N; messages per fan-out point; throughput seconds; storm size.
     "quick": {"fanout": [100, 1000], "memory": [1000], "messages": 20, "seconds": 5, "storm": 1000, "watchers": 5},
+    "smoke": {"fanout": [50], "memory": [200], "messages": 5, "seconds": 2, "storm": 200, "watchers": 3},
     "full": {"fanout": [100, 500, 1000, 2000, 5000], "memory": [1000, 10000], "messages": 40, "seconds": 10,
              "storm": 1000, "watchers": 10},
 }
@@ -168,9 +170,11 @@ class Servers:
                         "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning",
                         "--lifespan", "off", "--backlog", "4096"]
             else:
-                args = [PY, "-m", "daphne", "-e", f"tcp:{port}:interface={HOST}:backlog=4096",
+                # -v 0: no access log line per socket, as Uvicorn's --no-access-log. The message
+                # size limit as in the Makefile: Daphne applies it to outgoing frames too.
+                args = [PY, "-m", "daphne", "-v", "0", "-e", f"tcp:{port}:interface={HOST}:backlog=4096",
                         "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
-                        "--websocket-max-message-size", "65536", module]
+                        "--websocket-max-message-size", "1048576", module]
             log_path = bench.run_dir / f"{system.name}-{index}.log"
             process = bench.processes.start(args, env=env, log_path=log_path)
             self.processes.append(process)
@@ -256,6 +260,7 @@ class Bench:
         self.sessions: list[str] = []
         self.redis = None
         self.base_env: dict[str, str] = {}
+        self.secret_key = secrets.token_urlsafe(50)
         self.started = datetime.now(UTC)
 
     # Set-up: Redis, database, users and sessions in bulk.
@@ -274,10 +279,17 @@ class Bench:
             DJANGO_SETTINGS_MODULE="presence_site.settings",
             LOG_LEVEL="WARNING",
             PYTHONPATH=str(BASE_DIR),
+            # Production settings: no query log (DEBUG records every query), no HTTPS redirect on loopback.
+            DEBUG="0",
+            SECRET_KEY=self.secret_key,
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT="0",
         )
         env.update(self.args.env)
         self.base_env = env
-        os.environ.update(SQLITE_PATH=str(sqlite_path), DJANGO_SETTINGS_MODULE="presence_site.settings")
+        # The sessions are signed here with the key the servers use.
+        os.environ.update(SQLITE_PATH=str(sqlite_path), DJANGO_SETTINGS_MODULE="presence_site.settings",
+                          SECRET_KEY=self.secret_key)
         os.environ.pop("REDIS_URL", None)
         os.environ.pop("DATABASE_URL", None)
         # The orchestrator's few database calls may block its event loop: nothing is measured there.
@@ -288,7 +300,7 @@ class Bench:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        needed = max(max(self.profile["fanout"]), max(self.profile["memory"]), THROUGHPUT_N) + 1
+        needed = max(max(self.profile["fanout"]), max(self.profile["memory"]), THROUGHPUT_N) + 2
         needed = max(needed, self.profile["storm"] + self.profile["watchers"]) + 10
         self.sessions = self.create_sessions(needed)
         self.prepare_app_state()
@@ -327,7 +339,9 @@ class Bench:
             from chat.models import Room  # the chat app, once it exists
         except ImportError:
             return
-        Room.objects.get_or_create(slug=ROOM, defaults={"name": ROOM} if hasattr(Room, "name") else {})
+        slugs = [ROOM] + [f"{IDLE_ROOM}-{i}" for i in range(max(self.profile["memory"]) // 10 + 1)]
+        existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+        Room.objects.bulk_create([Room(slug=slug) for slug in slugs if slug not in existing])
 
     async def start_workers(self) -> None:
         self.workers = [await Worker.start(self.run_dir / f"loadgen-{i}.log") for i in range(self.args.workers)]
@@ -341,17 +355,19 @@ class Bench:
     # Opening sockets across the workers.
 
     async def open(self, servers: Servers, group: str, sessions: list[str], *, path: str | None = None,
-                   watch: bool = False, concurrency: int = 50, spread_servers: bool = True) -> dict:
-        """Open one socket per session, spread round-robin over workers (and servers)."""
-        parts: dict[tuple[int, int], list[str]] = {}
+                   paths: list[str] | None = None, watch: bool = False, concurrency: int = 50,
+                   spread_servers: bool = True) -> dict:
+        """Open one socket per session (to path, or paths[i]), spread round-robin over workers and servers."""
+        parts: dict[tuple[int, int], list[tuple[str, str]]] = {}
         for i, key in enumerate(sessions):
             w = i % len(self.workers)
             s = (i // len(self.workers)) % len(servers.ports) if spread_servers else 0
-            parts.setdefault((w, s), []).append(key)
+            where = paths[i] if paths else (path or servers.system.room_path())
+            parts.setdefault((w, s), []).append((key, f"ws://{HOST}:{servers.ports[s]}{where}"))
         calls = []
-        for (w, s), keys in parts.items():
-            url = servers.url(s) if path is None else f"ws://{HOST}:{servers.ports[s]}{path}"
-            calls.append(self.workers[w].call("open", group=group, url=url, cookies=keys, origin=servers.origin(s),
+        for (w, s), items in parts.items():
+            calls.append(self.workers[w].call("open", group=group, url=[u for _, u in items],
+                                              cookies=[k for k, _ in items], origin=servers.origin(s),
                                               concurrency=concurrency, watch=watch))
         replies = await asyncio.gather(*calls)
         opened = sum(r["opened"] for r in replies)
@@ -449,13 +465,14 @@ class Bench:
             base = servers.rss()
             opened = 0
             for n in self.profile["memory"]:
-                result = await self.open(servers, "idle", keys[opened:n])
+                # Rooms of 10, so that the room presence frames of a crowd joining one room stay out of it.
+                paths = None if system.kind == "floor" else [f"/ws/chat/{IDLE_ROOM}-{i // 10}/" for i in range(opened, n)]
+                result = await self.open(servers, "idle", keys[opened:n], paths=paths)
                 opened = n
                 await self.settle(3.0)
                 rss = servers.rss()
                 stats = await self.everyone("stats", latencies=False)
-                still_open = sum(s["open"].get("idle", 0) for s in stats) - sum(
-                    s["closed_unexpectedly"] for s in stats)
+                still_open = sum(s["open"].get("idle", 0) for s in stats)
                 self.record(system=system.name, scenario="memory", n=n, rss_base_mib=round(base / 1024, 1),
                             rss_mib=round(rss / 1024, 1), kib_per_socket=round((rss - base) / n, 1),
                             failed=result["failed"], open_after=still_open)
@@ -501,6 +518,7 @@ class Bench:
             await self.open(servers, "watchers", keys[:watchers_n], path="/ws/presence/", watch=True)
             await self.settle(1.0)
             await self.everyone("arm", tag="storm")
+            profiler = self.start_profiler(system, servers, 8, "storm") if self.args.py_spy else None
             result = await self.open(servers, "storm", keys[watchers_n:watchers_n + n], path="/ws/presence/",
                                      concurrency=100)
             expected = watchers_n + result["opened"]
@@ -512,6 +530,8 @@ class Bench:
                 if watchers and all(w["diffs"] and w["diffs"][-1][1] == expected for w in watchers):
                     break
                 await asyncio.sleep(0.2)
+            if profiler is not None:
+                self.finish_profiler(profiler)
             last_connect = result["last_ns"]
             delays, frames, min_gaps = [], [], []
             for w in watchers:
@@ -552,12 +572,13 @@ class Bench:
 
     # Profiling the server under load, with py-spy.
 
-    def start_profiler(self, system: System, servers: Servers, seconds: float) -> subprocess.Popen | None:
+    def start_profiler(self, system: System, servers: Servers, seconds: float,
+                       what: str = "throughput") -> subprocess.Popen | None:
         py_spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         if not Path(py_spy).exists():
             log("  py-spy is not installed; no profile")
             return None
-        out = self.run_dir / f"profile-{system.name}-{len(servers.ports)}p.txt"
+        out = self.run_dir / f"profile-{system.name}-{what}-{len(servers.ports)}p.txt"
         return self.processes.start([py_spy, "record", "-p", str(servers.processes[0].pid), "-d", str(int(seconds)),
                                      "-r", "200", "-f", "raw", "-o", str(out)], env=dict(os.environ),
                                     log_path=self.run_dir / "py-spy.log")
@@ -592,9 +613,9 @@ class Bench:
                     await self.memory(system)
                 if "fanout" in scenarios:
                     await self.latency_series(system)
-                if system.name == APP_DEFAULT and "storm" in scenarios:
+                if system.name in self.args.whole and "storm" in scenarios:
                     await self.storm(system)
-                if system.name == APP_DEFAULT and "scale" in scenarios:
+                if system.name in self.args.whole and "scale" in scenarios:
                     await self.scale_out(system)
             except Exception as error:
                 self.record(system=system.name, scenario="error", error=f"{type(error).__name__}: {error}")
@@ -642,6 +663,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--systems", default="", help="comma-separated names (default: all of the profile)")
     parser.add_argument("--scenarios", default="memory,fanout,storm,scale")
+    parser.add_argument("--whole", default=APP_DEFAULT, type=lambda v: v.split(","),
+                        help="systems whose presence storm and scale-out are measured too")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--py-spy", action="store_true", help="profile the first server during throughput")
     parser.add_argument("--env", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1)),

@@ -1,10 +1,6 @@
-from typing import Any
-
-from channels.db import database_sync_to_async
-
 from presence import protocol
 from presence.models import Connection
-from presence.selectors import presence_online_users
+from presence.runtime import hub
 from presence.sockets import SocketConsumer
 
 
@@ -17,5 +13,4 @@ class PresenceConsumer(SocketConsumer):
         return (protocol.PRESENCE_GROUP,)
 
     async def opened(self) -> None:
-        users: list[dict[str, Any]] = await database_sync_to_async(presence_online_users)()
-        await self.send_frame(protocol.snapshot_frame(users))
+        await self.send(text_data=await hub().snapshot_text(after=self.registered_at))

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 
@@ -17,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import protocol
-from presence.selectors import presence_online_count
+from presence.selectors import presence_online_count, presence_online_users
 from presence.services import Join, Leave, Transition, connection_heartbeat, presence_sweep
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,37 @@ class PresenceHub:
         self.pending: dict[str, Transition] = {}
         self.last_flush = float("-inf")
         self.flush_task: asyncio.Task | None = None
-        self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
+        # The latest snapshot frame, serialized, and when its query started (time.monotonic()).
+        self.snapshot: tuple[float, str] | None = None
+        self.snapshot_task: asyncio.Task | None = None
+
+    async def snapshot_text(self, *, after: float) -> str:
+        """A snapshot frame from a query that started after `after`, shared by every socket waiting for one.
+
+        A socket registered at `after` is in any snapshot read later, and any
+        change after the read reaches it as a diff (it joined the group
+        first), so one read can serve every socket that registered before it
+        started: a login storm costs a few snapshot queries, not one per socket.
+        """
+        while True:
+            if self.snapshot is not None and self.snapshot[0] >= after:
+                return self.snapshot[1]
+            if self.snapshot_task is None:
+                self.snapshot_task = self.loop.create_task(self._read_snapshot())
+            # The read in flight may have started before `after`: then go round for the next one.
+            await asyncio.shield(self.snapshot_task)
+
+    async def _read_snapshot(self) -> None:
+        def read() -> tuple[float, list]:
+            started = time.monotonic()
+            return started, presence_online_users()
+
+        try:
+            started, users = await database_sync_to_async(read)()
+            self.snapshot = (started, protocol.dumps(protocol.snapshot_frame(users)))
+        finally:
+            self.snapshot_task = None
 
     def socket_opened(self) -> None:
         self.sockets += 1
@@ -56,26 +86,32 @@ class PresenceHub:
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        async with self.flush_lock:
-            self.flush_task = None
-            pending, self.pending = self.pending, {}
-            self.last_flush = self.loop.time()
-            if not pending:
-                return
+        pending, self.pending = self.pending, {}
+        cancelled = False
+        try:
             joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
             leaves = [
                 {"username": t.username, "last_seen": protocol.iso(t.last_seen)}
                 for t in pending.values()
                 if isinstance(t, Leave)
             ]
-            try:
-                count = await database_sync_to_async(presence_online_count)()
-                frame = protocol.diff_frame(joins, leaves, count)
-                await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
-            except Exception:
-                # Watchers resync from a snapshot when they reconnect; the
-                # transitions themselves are already in the database.
-                logger.exception("presence diff could not be published")
+            count = await database_sync_to_async(presence_online_count)()
+            frame = protocol.diff_frame(joins, leaves, count)
+            await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception:
+            # Watchers resync from a snapshot when they reconnect; the
+            # transitions themselves are already in the database.
+            logger.exception("presence diff could not be published")
+        finally:
+            # The window runs from when a diff went out, so that watchers get at
+            # most one per window however long the count query took.
+            self.last_flush = self.loop.time()
+            self.flush_task = None
+            if self.pending and not cancelled:
+                self.flush_task = self.loop.create_task(self._flush_after(settings.PRESENCE_COALESCE_WINDOW))
 
     async def _heartbeat(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -30,6 +31,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
     client_types: dict[str, str] = {protocol.PING: "on_ping"}
 
     registered = False
+    registered_at = 0.0  # time.monotonic() when the socket was registered
     joined: tuple[str, ...] = ()
     # Forwards that arrive between joining the groups and sending the initial
     # frames wait here, so that a client always gets its snapshot first.
@@ -96,6 +98,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 await self.group_leave(group)
             raise
         self.registered = True
+        self.registered_at = time.monotonic()
         presence_hub = hub()
         presence_hub.socket_opened()
         if join is not None:

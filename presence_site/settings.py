@@ -164,6 +164,9 @@ else:
             },
             # A file, not memory, so that Daphne processes started by the tests share it.
             "TEST": {"NAME": str(BASE_DIR / "var" / "test.sqlite3")},
+            # Channels closes "old" connections around every database call;
+            # with 0 each call would open the file and run the PRAGMAs again.
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
         }
     }
 
@@ -294,7 +297,7 @@ PRESENCE_HEARTBEAT_INTERVAL = env_float("PRESENCE_HEARTBEAT_INTERVAL", 15.0)
 PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 # Presence diffs are coalesced over this window so that a login storm costs a
 # watcher a few frames, not one per login.
-PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.2)
+PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.25)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
 

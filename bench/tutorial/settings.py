@@ -6,7 +6,7 @@ session cookies log in on both.
 
 import os
 
-SECRET_KEY = "django-insecure-embedded-default-for-local-use-only"
+SECRET_KEY = os.environ["SECRET_KEY"]
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = [
