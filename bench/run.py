@@ -457,12 +457,17 @@ class Bench:
 
     async def memory(self, system: System) -> None:
         """Server RSS per idle authenticated socket, on a fresh server."""
+        census = self.run_dir / f"tracemalloc-{system.name}.txt"
+        if self.args.tracemalloc:
+            system = System(system.name, system.kind, system.server, {**system.env, "BENCH_TRACEMALLOC": str(census)})
         servers = Servers(system, self)
         try:
             keys = self.sessions
             await self.open(servers, "warm", keys[-1:])
             await self.settle()
             base = servers.rss()
+            if self.args.tracemalloc:
+                servers.processes[0].send_signal(signal.SIGUSR1)
             opened = 0
             for n in self.profile["memory"]:
                 # Rooms of 10, so that the room presence frames of a crowd joining one room stay out of it.
@@ -474,8 +479,11 @@ class Bench:
                 stats = await self.everyone("stats", latencies=False)
                 still_open = sum(s["open"].get("idle", 0) for s in stats)
                 self.record(system=system.name, scenario="memory", n=n, rss_base_mib=round(base / 1024, 1),
-                            rss_mib=round(rss / 1024, 1), kib_per_socket=round((rss - base) / n, 1),
+                            rss_mib=round(rss / 1024, 1), kib_per_socket=round((rss - base) / max(1, still_open), 1),
                             failed=result["failed"], open_after=still_open)
+            if self.args.tracemalloc:
+                servers.processes[0].send_signal(signal.SIGUSR1)
+                await self.settle(3.0)
         finally:
             await self.everyone("close")
             servers.stop()
@@ -666,6 +674,8 @@ def main() -> None:
     parser.add_argument("--whole", default=APP_DEFAULT, type=lambda v: v.split(","),
                         help="systems whose presence storm and scale-out are measured too")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="memory census of the stand-in servers (bench/standin.py) in the memory scenario")
     parser.add_argument("--py-spy", action="store_true", help="profile the first server during throughput")
     parser.add_argument("--env", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1)),
                         help="KEY=VALUE for every server (repeatable)")

@@ -42,6 +42,26 @@ class RoomConsumer(SocketConsumer):
         await self.channel_layer.group_send(self.joined[0], protocol.forward_event(message))
 
 
+if os.environ.get("BENCH_TRACEMALLOC"):
+    # Memory census for the bench: SIGUSR1 takes a baseline, the next SIGUSR1
+    # writes what was allocated since, by line, to $BENCH_TRACEMALLOC.
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+    _baseline: list = []
+
+    def _census(signum, frame) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        if not _baseline:
+            _baseline.append(snapshot)
+            return
+        with open(os.environ["BENCH_TRACEMALLOC"], "w") as out:
+            for stat in snapshot.compare_to(_baseline[0], "lineno")[:40]:
+                out.write(f"{stat}\n")
+
+    signal.signal(signal.SIGUSR1, _census)
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
