@@ -12,7 +12,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 1048576 --proxy-headers
 
-.PHONY: run test test-sqlite test-postgres check-deploy lint clean bench bench-full
+.PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,14 +38,24 @@ run: $(VENV)/.run-deps
 	@echo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) presence_site.asgi:application
 
-# The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL.
+# The production shape without Docker: Redis, PostgreSQL, two Daphne processes
+# and nginx (Debian packages) on loopback, nginx on http://127.0.0.1:8080/.
+stack: $(VENV)/.run-deps
+	$(BIN)/python -m presence_site.stack --port $(or $(STACK_PORT),8080)
+
+# The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL
+# (the browser tests once: they exercise the page, not the database).
 test: test-sqlite test-postgres
 
 test-sqlite: $(VENV)/.dev-deps
 	env -u DATABASE_URL $(BIN)/pytest
 
 test-postgres: $(VENV)/.dev-deps
-	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest
+	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest -m "not browser"
+
+# The Chromium suite alone (it also refreshes the screenshots in docs/img/).
+test-browser: $(VENV)/.dev-deps
+	env -u DATABASE_URL $(BIN)/pytest -m browser
 
 # The app beside its baselines, each on its own port, with a private Redis:
 # docs/benchmarks.md and docs/img/ are rewritten from the run (bench/README.md).

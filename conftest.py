@@ -40,7 +40,10 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     if given:
         yield given
         return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as missing:
+        pytest.fail(f"the Redis tests need a real Redis: {missing}")
     server.start()
     try:
         yield server.url

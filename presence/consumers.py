@@ -8,6 +8,7 @@ class PresenceConsumer(SocketConsumer):
     """/ws/presence/: a snapshot of who is online, then diffs as people come and go."""
 
     endpoint = Connection.Endpoint.PRESENCE
+    client_types = {**SocketConsumer.client_types, protocol.PRESENCE_STATE: "on_presence_state"}
 
     def groups_for(self) -> tuple[str, ...]:
         return (protocol.PRESENCE_GROUP,)

@@ -14,6 +14,9 @@ class UserPresence(models.Model):
     )
     online_since = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The state last announced to watchers while online: away when every live
+    # socket is idle. Kept so that each online/away change is announced once.
+    away = models.BooleanField(default=False)
 
     class Meta:
         verbose_name_plural = "user presence"

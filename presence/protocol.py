@@ -17,6 +17,13 @@ ERROR = "error"
 PRESENCE_SNAPSHOT = "presence.snapshot"
 PRESENCE_DIFF = "presence.diff"
 
+# {"type": "presence.state", "state": ...} from a tab, and the user states watchers see.
+TAB_IDLE = "idle"
+TAB_ACTIVE = "active"
+TAB_STATES = (TAB_IDLE, TAB_ACTIVE)
+USER_ONLINE = "online"
+USER_AWAY = "away"
+
 # Error codes, sent in {"type": "error", "code": ...} with the socket left open.
 BAD_JSON = "bad_json"
 INVALID = "invalid"
@@ -87,12 +94,36 @@ def pong_frame() -> dict[str, Any]:
     return {"type": PONG}
 
 
-def snapshot_frame(users: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}
+def snapshot_frame(users: list[dict[str, Any]], recent: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """users: who is online now; recent: offline users, most recently seen first (a page resyncs from both)."""
+    frame = {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}
+    if recent is not None:
+        frame["recent"] = recent
+    return frame
 
 
-def diff_frame(joins: list[dict[str, Any]], leaves: list[dict[str, Any]], online_count: int) -> dict[str, Any]:
-    return {"type": PRESENCE_DIFF, "joins": joins, "leaves": leaves, "online_count": online_count}
+def diff_frame(
+    joins: list[dict[str, Any]],
+    leaves: list[dict[str, Any]],
+    online_count: int,
+    states: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """states: [{"username", "state": "away" | "online"}] for online users whose idle state changed."""
+    return {
+        "type": PRESENCE_DIFF,
+        "joins": joins,
+        "leaves": leaves,
+        "states": states or [],
+        "online_count": online_count,
+    }
+
+
+def tab_state(frame: dict[str, Any]) -> bool:
+    """The idle flag of a presence.state frame, or raise ProtocolError."""
+    state = frame.get("state")
+    if state not in TAB_STATES:
+        raise ProtocolError(INVALID, "'state' must be \"idle\" or \"active\".")
+    return state == TAB_IDLE
 
 
 def forward_event(frame: dict[str, Any], *, skip: str | None = None) -> dict[str, Any]:

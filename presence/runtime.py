@@ -17,9 +17,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from presence import protocol
-from presence.selectors import presence_online_count, presence_online_users
-from presence.services import Join, Leave, Transition, connection_heartbeat, presence_sweep
+from presence import metrics, protocol
+from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
+from presence.services import Join, Leave, StateChange, Transition, connection_heartbeat, presence_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -33,37 +33,40 @@ class PresenceHub:
         self.loop = loop
         self.sockets = 0
         self.pending: dict[str, Transition] = {}
+        # Kept apart from joins and leaves: a join and an away in one window are both news.
+        self.pending_states: dict[str, str] = {}
         self.last_flush = float("-inf")
         self.flush_task: asyncio.Task | None = None
+        self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
         # The latest snapshot frame, serialized, and when its query started (time.monotonic()).
         self.snapshot: tuple[float, str] | None = None
         self.snapshot_task: asyncio.Task | None = None
 
     async def snapshot_text(self, *, after: float) -> str:
-        """A snapshot frame from a query that started after `after`, shared by every socket waiting for one.
+        """A snapshot frame read after `after`, shared by every socket waiting for one.
 
         A socket registered at `after` is in any snapshot read later, and any
         change after the read reaches it as a diff (it joined the group
-        first), so one read can serve every socket that registered before it
-        started: a login storm costs a few snapshot queries, not one per socket.
+        first), so one read serves every socket registered before it started:
+        a login storm costs a few snapshot queries, not one per socket.
         """
         while True:
             if self.snapshot is not None and self.snapshot[0] >= after:
                 return self.snapshot[1]
             if self.snapshot_task is None:
                 self.snapshot_task = self.loop.create_task(self._read_snapshot())
-            # The read in flight may have started before `after`: then go round for the next one.
+            # The read in flight may have started before `after`: then wait for the next one.
             await asyncio.shield(self.snapshot_task)
 
     async def _read_snapshot(self) -> None:
-        def read() -> tuple[float, list]:
+        def read() -> tuple[float, list, list]:
             started = time.monotonic()
-            return started, presence_online_users()
+            return started, presence_online_users(), presence_recently_seen()
 
         try:
-            started, users = await database_sync_to_async(read)()
-            self.snapshot = (started, protocol.dumps(protocol.snapshot_frame(users)))
+            started, users, recent = await database_sync_to_async(read)()
+            self.snapshot = (started, protocol.dumps(protocol.snapshot_frame(users, recent)))
         finally:
             self.snapshot_task = None
 
@@ -75,43 +78,51 @@ class PresenceHub:
     def socket_closed(self) -> None:
         self.sockets = max(0, self.sockets - 1)
 
-    def publish(self, transitions: list[Transition]) -> None:
+    def publish(self, transitions: list[Transition | StateChange]) -> None:
         """Queue transitions for the next diff; a burst within the window becomes one frame."""
         for transition in transitions:
-            # A user appears once per diff, in their latest state.
-            self.pending[transition.username] = transition
-        if self.pending and self.flush_task is None:
-            delay = max(0.0, self.last_flush + settings.PRESENCE_COALESCE_WINDOW - self.loop.time())
-            self.flush_task = self.loop.create_task(self._flush_after(delay))
+            if isinstance(transition, StateChange):
+                self.pending_states[transition.username] = transition.state
+            else:
+                # A user appears once per diff, in their latest state.
+                self.pending[transition.username] = transition
+        if (self.pending or self.pending_states) and self.flush_task is None:
+            self.flush_task = self.loop.create_task(self._flush())
 
-    async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        pending, self.pending = self.pending, {}
-        cancelled = False
-        try:
+    async def _flush(self) -> None:
+        async with self.flush_lock:
+            # The window runs from when the previous diff was handed to the layer,
+            # so a slow count query cannot bunch two diffs together.
+            delay = self.last_flush + settings.PRESENCE_COALESCE_WINDOW - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.flush_task = None
+            pending, self.pending = self.pending, {}
+            pending_states, self.pending_states = self.pending_states, {}
+            if not pending and not pending_states:
+                return
             joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
             leaves = [
                 {"username": t.username, "last_seen": protocol.iso(t.last_seen)}
                 for t in pending.values()
                 if isinstance(t, Leave)
             ]
-            count = await database_sync_to_async(presence_online_count)()
-            frame = protocol.diff_frame(joins, leaves, count)
-            await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        except Exception:
-            # Watchers resync from a snapshot when they reconnect; the
-            # transitions themselves are already in the database.
-            logger.exception("presence diff could not be published")
-        finally:
-            # The window runs from when a diff went out, so that watchers get at
-            # most one per window however long the count query took.
-            self.last_flush = self.loop.time()
-            self.flush_task = None
-            if self.pending and not cancelled:
-                self.flush_task = self.loop.create_task(self._flush_after(settings.PRESENCE_COALESCE_WINDOW))
+            states = [
+                {"username": username, "state": state}
+                for username, state in pending_states.items()
+                if not isinstance(pending.get(username), Leave)
+            ]
+            try:
+                count = await database_sync_to_async(presence_online_count)()
+                frame = protocol.diff_frame(joins, leaves, count, states)
+                await get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame))
+            except Exception:
+                metrics.LAYER_ERRORS.labels("presence_diff").inc()
+                # Watchers resync from a snapshot when they reconnect; the
+                # transitions themselves are already in the database.
+                logger.exception("presence diff could not be published")
+            finally:
+                self.last_flush = self.loop.time()
 
     async def _heartbeat(self) -> None:
         try:
@@ -119,6 +130,8 @@ class PresenceHub:
                 try:
                     await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
                     removed, leaves = await database_sync_to_async(presence_sweep)()
+                    metrics.SWEEP_RUNS.inc()
+                    metrics.STALE_REMOVED.inc(removed)
                     if removed or leaves:
                         logger.info("presence sweep removed %d stale sockets, %d users went offline", removed, len(leaves))
                     self.publish(leaves)

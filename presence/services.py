@@ -33,6 +33,14 @@ class Leave:
 Transition = Join | Leave
 
 
+@dataclass(frozen=True)
+class StateChange:
+    """An online user went away (every socket idle) or came back (one socket active)."""
+
+    username: str
+    state: str  # "away" or "online"
+
+
 class SessionEnded(Exception):
     """The socket's session was logged out before the socket could be registered."""
 
@@ -87,7 +95,8 @@ def connection_open(
     if had_live:
         return None
     presence.online_since = now
-    presence.save(update_fields=["online_since"])
+    presence.away = False  # the new socket is active
+    presence.save(update_fields=["online_since", "away"])
     return Join(username=user.get_username(), since=now)
 
 
@@ -117,8 +126,9 @@ def presence_settle(*, user_id: int) -> Leave | None:
     if Connection.objects.filter(user_id=user_id, heartbeat_at__gte=_live_cutoff(now)).exists():
         return None
     presence.online_since = None
+    presence.away = False
     presence.last_seen = presence.last_seen or now
-    presence.save(update_fields=["online_since", "last_seen"])
+    presence.save(update_fields=["online_since", "away", "last_seen"])
     return Leave(username=presence.user.get_username(), last_seen=presence.last_seen)
 
 
@@ -130,6 +140,33 @@ def connection_heartbeat(*, server: str) -> int:
 def connection_idle_set(*, channel_name: str, idle: bool) -> int:
     """Record whether a socket's tab is idle."""
     return Connection.objects.filter(channel_name=channel_name).update(idle=idle)
+
+
+def _settle_state(presence: UserPresence) -> StateChange | None:
+    # The caller holds the lock on the presence row.
+    if presence.online_since is None:
+        return None
+    live = Connection.objects.filter(user_id=presence.user_id, heartbeat_at__gte=_live_cutoff(timezone.now()))
+    away = live.exists() and not live.filter(idle=False).exists()
+    if away == presence.away:
+        return None
+    presence.away = away
+    presence.save(update_fields=["away"])
+    return StateChange(username=presence.user.get_username(), state="away" if away else "online")
+
+
+@transaction.atomic
+def connection_state_set(*, channel_name: str, user_id: int, idle: bool) -> StateChange | None:
+    """Record a tab going idle or active; return the StateChange if the user's aggregate state moved."""
+    presence = _locked_presence(user_id)
+    Connection.objects.filter(channel_name=channel_name, user_id=user_id).update(idle=idle)
+    return _settle_state(presence)
+
+
+@transaction.atomic
+def presence_state_settle(*, user_id: int) -> StateChange | None:
+    """Re-derive online/away after a socket opened or closed; return the StateChange if it moved."""
+    return _settle_state(_locked_presence(user_id))
 
 
 def presence_sweep() -> tuple[int, list[Leave]]:

@@ -9,11 +9,18 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from presence import protocol
+from presence import metrics, protocol
 from presence.fanout import fanout
 from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
-from presence.services import SessionEnded, connection_close, connection_open, presence_settle
+from presence.services import (
+    SessionEnded,
+    connection_close,
+    connection_open,
+    connection_state_set,
+    presence_settle,
+    presence_state_settle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +106,17 @@ class SocketConsumer(AsyncWebsocketConsumer):
             raise
         self.registered = True
         self.registered_at = time.monotonic()
+        metrics.OPEN_SOCKETS.labels(self.endpoint).inc()
+        logger.info("socket open", extra=self.log_fields())
         presence_hub = hub()
         presence_hub.socket_opened()
         if join is not None:
             presence_hub.publish([join])
+        else:
+            # An active socket of a user who was away brings them back.
+            change = await database_sync_to_async(presence_state_settle)(user_id=user.pk)
+            if change is not None:
+                presence_hub.publish([change])
 
     async def group_join(self, group: str) -> None:
         if settings.CHANNEL_FANOUT == "process":
@@ -121,6 +135,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
         if not self.registered:
             return
         self.registered = False
+        metrics.OPEN_SOCKETS.labels(self.endpoint).dec()
+        metrics.SOCKETS_CLOSED.labels(self.endpoint, str(code)).inc()
+        logger.info("socket closed", extra={**self.log_fields(), "code": code})
         presence_hub = hub()
         presence_hub.socket_closed()
         for group in self.joined:
@@ -128,6 +145,10 @@ class SocketConsumer(AsyncWebsocketConsumer):
         user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
         await self.closed()
         if user_id is None:
+            # Sockets are left: if only idle ones, the user is now away.
+            change = await database_sync_to_async(presence_state_settle)(user_id=self.scope["user"].pk)
+            if change is not None:
+                presence_hub.publish([change])
             return
         # A page reload closes the last socket and opens a new one within a
         # moment: wait before announcing the leave so that it does not flicker.
@@ -154,7 +175,22 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError(protocol.UNKNOWN_TYPE, "This endpoint does not take frames of that type.")
             await getattr(self, method)(frame)
         except ProtocolError as error:
+            metrics.FRAMES_REFUSED.labels(error.code).inc()
+            logger.info("frame refused", extra={**self.log_fields(), "reason": error.code})
             await self.send_frame(protocol.error_frame(error.code, error.detail))
+
+    def log_fields(self) -> dict[str, Any]:
+        """Who and where, for log lines; never a body, cookie or session key."""
+        user = self.scope.get("user")
+        client = self.scope.get("client") or ("", 0)
+        headers = dict(self.scope.get("headers") or [])
+        return {
+            "user": user.get_username() if user is not None and user.is_authenticated else None,
+            "remote": client[0] if client else None,
+            "origin": headers.get(b"origin", b"").decode("latin-1")[:200] or None,
+            "endpoint": self.endpoint,
+            "room": self.room or None,
+        }
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=protocol.dumps(frame))
@@ -171,6 +207,19 @@ class SocketConsumer(AsyncWebsocketConsumer):
             await self.frame_forward(message)
             return
         await super().dispatch(message)
+
+    async def on_presence_state(self, frame: dict[str, Any]) -> None:
+        """Called with {"type": "presence.state", "state": "idle" | "active"} from the tab.
+
+        Not in the base table: an endpoint takes it by listing
+        protocol.PRESENCE_STATE in its client_types.
+        """
+        idle = protocol.tab_state(frame)
+        change = await database_sync_to_async(connection_state_set)(
+            channel_name=self.channel_name, user_id=self.scope["user"].pk, idle=idle
+        )
+        if change is not None:
+            hub().publish([change])
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""

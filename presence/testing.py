@@ -1,81 +1,17 @@
 """Test helpers: real Redis and Daphne processes on free ports, logged-in sessions."""
 
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
+from presence_site.stack import RedisServer, free_port, stop_process, wait_for_port  # noqa: F401  (re-exported for tests)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 ORIGIN = "http://localhost"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, *, process: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
-    """Wait until something accepts connections on 127.0.0.1:port, or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
-
-
-def stop_process(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
-
-
-class RedisServer:
-    """A private redis-server on a free port, which tests may stop and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: the Redis tests need a real Redis (apt-get install redis-server)")
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, process=self.process)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
 
 def session_cookie(user) -> tuple[Client, str]:
@@ -95,14 +31,19 @@ class LiveServer:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
+        self.env = env
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        self.start()
+
+    def start(self) -> None:
+        """Start Daphne on this server's port and wait until it listens."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
              "--websocket-max-message-size", "1048576", "presence_site.asgi:application"],
             cwd=BASE_DIR,
-            env=env,
+            env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -119,6 +60,13 @@ class LiveServer:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+
+    def halt(self, *, crash: bool = False) -> None:
+        """Stop the process (SIGTERM, or SIGKILL with crash); start() brings it back on the same port."""
+        if crash:
+            self.kill()
+        else:
+            stop_process(self.process)
 
     def stop(self) -> None:
         stop_process(self.process)

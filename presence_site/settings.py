@@ -124,6 +124,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "presence_site.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "presence_site.urls"
@@ -138,6 +139,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "presence.context_processors.client_settings",
             ],
         },
     },
@@ -242,6 +244,31 @@ def redis_caches(url: str) -> dict:
     }
 
 
+def sentinel_channel_layers(sentinels: str, master: str, db: int = 0) -> dict:
+    """The channels-redis layer on the master that Redis Sentinel names, followed through failovers."""
+    from presence_site.sentinel import parse_sentinels
+
+    layers = redis_channel_layers("unused")
+    layers["default"]["CONFIG"]["hosts"] = [
+        {
+            "sentinels": parse_sentinels(sentinels),
+            "master_name": master,
+            "db": db,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": 5,
+            "max_connections": REDIS_MAX_CONNECTIONS,
+            "sentinel_kwargs": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    ]
+    return layers
+
+
+def sentinel_caches(sentinels: str, master: str, db: int = 0) -> dict:
+    caches = redis_caches(f"sentinel://{sentinels}/{master}/{db}")
+    caches["default"]["OPTIONS"]["pool_class"] = "presence_site.sentinel.SentinelCachePool"
+    return caches
+
+
 MEMORY_CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels.layers.InMemoryChannelLayer",
@@ -250,8 +277,20 @@ MEMORY_CHANNEL_LAYERS = {
 }
 MEMORY_CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CHANNEL_LAYERS = redis_channel_layers(REDIS_URL) if REDIS_URL else MEMORY_CHANNEL_LAYERS
-CACHES = redis_caches(REDIS_URL) if REDIS_URL else MEMORY_CACHES
+# Sentinel, when named, takes precedence over REDIS_URL.
+REDIS_SENTINELS = env_str("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER")
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name the sentinels monitor.")
+if REDIS_SENTINELS:
+    CHANNEL_LAYERS = sentinel_channel_layers(REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+    CACHES = sentinel_caches(REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+elif REDIS_URL:
+    CHANNEL_LAYERS = redis_channel_layers(REDIS_URL)
+    CACHES = redis_caches(REDIS_URL)
+else:
+    CHANNEL_LAYERS = MEMORY_CHANNEL_LAYERS
+    CACHES = MEMORY_CACHES
 
 # Sessions live in the database so that every process on every host sees them.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -274,7 +313,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env_str("STATIC_ROOT") or BASE_DIR / "staticfiles"
 # With DEBUG the files are served straight from static/; in production from
 # STATIC_ROOT after `collectstatic`, with hashed names and compression.
 WHITENOISE_USE_FINDERS = DEBUG
@@ -300,17 +339,28 @@ PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.25)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
+# A tab untouched (or hidden) this long reports itself idle; a user whose tabs
+# are all idle is shown as away.
+PRESENCE_IDLE_AFTER = env_float("PRESENCE_IDLE_AFTER", 300.0)
+
+# /metrics answers staff sessions and these networks (behind a proxy, Daphne's
+# --proxy-headers makes REMOTE_ADDR the client's address).
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json; got {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "presence_site.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

@@ -1,5 +1,6 @@
 """/ws/presence/ through the full ASGI stack, on the in-memory layer and on a real Redis."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -207,6 +208,9 @@ async def test_ping_gets_pong(make_user, open_socket):
         ('{"type": "frame.forward", "text": "{}"}', "unknown_type"),
         ('{"type": "session.end"}', "unknown_type"),
         ('{"type": "__init__"}', "unknown_type"),
+        ('{"type": "presence.state"}', "invalid"),
+        ('{"type": "presence.state", "state": "asleep"}', "invalid"),
+        ('{"type": "presence.state", "state": ["idle"]}', "invalid"),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_socket_stays_open(make_user, open_socket, text, code):
@@ -243,17 +247,27 @@ async def test_diffs_are_coalesced_in_a_burst(make_user, open_socket, settings):
     watcher, *_ = await open_socket("/ws/presence/", users[0])
     await snapshot_of(watcher)
     await next_diff(watcher)
-    for user in users[1:]:
-        await open_socket("/ws/presence/", user)
+    loop = asyncio.get_running_loop()
+
+    async def arrive() -> None:
+        for user in users[1:]:
+            await open_socket("/ws/presence/", user)
+
+    # Open the sockets while the watcher reads, so arrival times are true.
+    arriving = asyncio.create_task(arrive())
     seen: set[str] = set()
-    frames = 0
+    arrivals = []
     while len(seen) < 7:
         diff = await next_diff(watcher)
-        frames += 1
+        arrivals.append(loop.time())
         seen.update(j["username"] for j in diff["joins"])
+    await arriving
     assert seen == {f"user{i}" for i in range(1, 8)}
     assert diff["online_count"] == 8
-    assert frames <= 3
+    # At most one diff per window, however the joins were spread in time.
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    assert all(gap > 0.2 for gap in gaps), gaps
+    assert len(arrivals) < 7
 
 
 async def test_reload_within_grace_does_not_flicker(make_user, open_socket, settings):
@@ -287,3 +301,84 @@ async def test_stale_rows_of_a_dead_process_do_not_hide_a_new_join(make_user, op
         diff = await next_diff(watcher)
         joins = [j["username"] for j in diff["joins"]]
     assert joins == ["bob"]
+
+
+async def set_state(socket, state: str) -> None:
+    """Send a presence.state frame and wait until the server has handled it (the pong follows it)."""
+    await socket.send_json_to({"type": "presence.state", "state": state})
+    assert await answers_ping(socket)
+
+
+async def test_user_is_away_only_when_every_socket_is_idle(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    laptop, client, key = await open_socket("/ws/presence/", bob)
+    phone, *_ = await open_socket("/ws/presence/", session_key=key, client=client)
+    assert [j["username"] for j in (await next_diff(watcher))["joins"]] == ["bob"]
+
+    await set_state(laptop, "idle")
+    assert await watcher.receive_nothing(timeout=0.3)  # the phone is still active
+    await set_state(phone, "idle")
+    diff = await next_diff(watcher)
+    assert diff["states"] == [{"username": "bob", "state": "away"}]
+    assert diff["joins"] == [] and diff["leaves"] == [] and diff["online_count"] == 2
+
+    late, *_ = await open_socket("/ws/presence/", alice)
+    bob_entry = [u for u in (await snapshot_of(late))["users"] if u["username"] == "bob"]
+    assert bob_entry[0]["idle"] is True
+
+    await set_state(laptop, "active")
+    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "online"}]
+    await set_state(laptop, "active")  # no change, no news
+    assert await watcher.receive_nothing(timeout=0.3)
+
+
+async def test_closing_the_only_active_socket_makes_the_user_away(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    hidden, client, key = await open_socket("/ws/presence/", bob)
+    visible, *_ = await open_socket("/ws/presence/", session_key=key, client=client)
+    await next_diff(watcher)
+    await set_state(hidden, "idle")
+    await visible.disconnect()
+    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "away"}]
+
+    # A new active tab brings the user back without a second join.
+    again, *_ = await open_socket("/ws/presence/", session_key=key, client=client)
+    diff = await next_diff(watcher)
+    assert diff["states"] == [{"username": "bob", "state": "online"}] and diff["joins"] == []
+
+
+async def test_leaving_while_away_announces_the_leave_only(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)
+    socket, *_ = await open_socket("/ws/presence/", bob)
+    await next_diff(watcher)
+    await set_state(socket, "idle")
+    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "away"}]
+    await socket.disconnect()
+    diff = await next_diff(watcher)
+    assert [leave["username"] for leave in diff["leaves"]] == ["bob"] and diff["states"] == []
+
+    # Back later: online and active, not away.
+    socket, *_ = await open_socket("/ws/presence/", bob)
+    diff = await next_diff(watcher)
+    assert [j["username"] for j in diff["joins"]] == ["bob"] and diff["states"] == []
+
+
+async def test_snapshot_lists_the_recently_seen_for_a_resync(make_user, open_socket):
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    await snapshot_of(bob_socket)
+    await bob_socket.disconnect()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    snapshot = await snapshot_of(watcher)
+    assert [user["username"] for user in snapshot["users"]] == ["alice"]
+    assert [(r["username"], r["online"]) for r in snapshot["recent"]] == [("bob", False)]
+    assert snapshot["recent"][0]["last_seen"].endswith("Z")

@@ -1,23 +1,24 @@
-/* The presence page: who is online, recently seen, and a feed, kept live over /ws/presence/.
+/* The presence page: who is online (or away), recently seen, and a feed, kept live over /ws/presence/.
  * Every node with user text is built with createElement + textContent.
  */
 (function () {
   "use strict";
 
   var initial = JSON.parse(document.getElementById("presence-initial").textContent);
-  var me = (document.querySelector(".whoami") || {}).dataset;
-  var online = new Map(); // username -> {since, idle}
+  var me = (document.querySelector(".whoami") || { dataset: {} }).dataset.username;
+  var online = new Map(); // username -> {since, away}
   var recent = new Map(); // username -> last_seen
   var onlineList = document.getElementById("online-list");
   var recentList = document.getElementById("recent-list");
   var countNode = document.getElementById("online-count");
   var feed = document.getElementById("feed");
   var FEED_MAX = 50;
+  var STATE_LABEL = { online: "online", away: "away", offline: "offline" };
 
   function initials(name) {
-    var parts = name.replace(/[^\p{L}\p{N}]+/gu, " ").trim().split(/\s+/);
-    var text = parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] || "?").slice(0, 2);
-    return text.toUpperCase();
+    var parts = name.replace(/[^\p{L}\p{N}]+/gu, " ").trim().split(/\s+/).filter(Boolean);
+    if (parts.length > 1) return (Array.from(parts[0])[0] + Array.from(parts[1])[0]).toUpperCase();
+    return (Array.from(parts[0] || "?").slice(0, 2).join("")).toUpperCase();
   }
 
   function hue(name) {
@@ -37,19 +38,39 @@
     return days + (days === 1 ? " day ago" : " days ago");
   }
 
-  function userItem(name, detail, state) {
+  function clock(iso) {
+    return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function timeNode(iso, text) {
+    var node = document.createElement("time");
+    node.dateTime = iso;
+    node.title = new Date(iso).toLocaleString();
+    node.textContent = text;
+    return node;
+  }
+
+  function userItem(name, state, detail) {
     var li = document.createElement("li");
-    li.className = "user";
+    li.className = "user user-" + state;
     li.dataset.username = name;
+    li.dataset.state = state;
+
     var avatar = document.createElement("span");
     avatar.className = "avatar";
     avatar.setAttribute("aria-hidden", "true");
-    avatar.textContent = initials(name);
     avatar.style.setProperty("--avatar-hue", String(hue(name)));
+    avatar.textContent = initials(name);
+    var dot = document.createElement("span");
+    dot.className = "status-dot status-" + state;
+    avatar.appendChild(dot);
+
+    var text = document.createElement("span");
+    text.className = "user-text";
     var label = document.createElement("span");
     label.className = "name";
     label.textContent = name;
-    if (me && me.username === name) {
+    if (me === name) {
       var you = document.createElement("span");
       you.className = "you";
       you.textContent = " (you)";
@@ -57,11 +78,14 @@
     }
     var info = document.createElement("span");
     info.className = "detail";
-    info.textContent = detail;
-    var dot = document.createElement("span");
-    dot.className = "status-dot " + state;
-    dot.title = state;
-    li.append(avatar, label, info, dot);
+    var stateText = document.createElement("span");
+    stateText.className = "state-label state-" + state;
+    stateText.textContent = STATE_LABEL[state];
+    info.appendChild(stateText);
+    if (detail) info.append(" · ", detail);
+    text.append(label, info);
+
+    li.append(avatar, text);
     return li;
   }
 
@@ -69,65 +93,84 @@
     var names = Array.from(online.keys()).sort();
     onlineList.replaceChildren.apply(onlineList, names.map(function (name) {
       var entry = online.get(name);
-      return userItem(name, entry.idle ? "away" : "online", entry.idle ? "away" : "online");
+      if (entry.away) return userItem(name, "away", null);
+      return userItem(name, "online", entry.since ? timeNode(entry.since, "since " + clock(entry.since)) : null);
     }));
     countNode.textContent = String(names.length);
     document.getElementById("online-empty").hidden = names.length > 0;
+
     var seen = Array.from(recent.entries()).filter(function (e) { return !online.has(e[0]); });
     seen.sort(function (a, b) { return Date.parse(b[1]) - Date.parse(a[1]); });
     recentList.replaceChildren.apply(recentList, seen.map(function (e) {
-      var li = userItem(e[0], "last seen " + ago(e[1]), "offline");
-      li.querySelector(".detail").dataset.lastSeen = e[1];
-      return li;
+      return userItem(e[0], "offline", timeNode(e[1], "last seen " + ago(e[1])));
     }));
     document.getElementById("recent-empty").hidden = seen.length > 0;
   }
 
-  function note(text, kind) {
+  function note(name, text, kind) {
     var li = document.createElement("li");
     li.className = "feed-item feed-" + kind;
-    var time = document.createElement("time");
     var now = new Date();
-    time.dateTime = now.toISOString();
-    time.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    var time = timeNode(now.toISOString(), clock(now.toISOString()));
     var body = document.createElement("span");
-    body.textContent = text;
+    body.className = "feed-text";
+    var who = document.createElement("strong");
+    who.textContent = name;
+    body.append(who, " " + text);
     li.append(time, body);
     feed.prepend(li);
     while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+    document.getElementById("feed-empty").hidden = true;
   }
 
   function applySnapshot(frame) {
+    // A snapshot replaces what we knew: after a reconnect, whoever left
+    // during the gap moves to "recently seen".
+    online.forEach(function (entry, name) {
+      if (!frame.users.some(function (u) { return u.username === name; }) && !recent.has(name)) {
+        recent.set(name, new Date().toISOString());
+      }
+    });
     online.clear();
-    frame.users.forEach(function (u) { online.set(u.username, { since: u.since, idle: !!u.idle }); });
+    frame.users.forEach(function (u) { online.set(u.username, { since: u.since, away: !!u.idle }); });
+    if (frame.recent) {
+      recent.clear();
+      frame.recent.forEach(function (r) { recent.set(r.username, r.last_seen); });
+    }
     render();
   }
 
   function applyDiff(frame) {
     (frame.joins || []).forEach(function (j) {
-      if (!online.has(j.username)) note(j.username + " came online", "join");
-      online.set(j.username, { since: j.since, idle: false });
+      if (!online.has(j.username)) note(j.username, "came online", "join");
+      online.set(j.username, { since: j.since, away: false });
       recent.delete(j.username);
     });
     (frame.leaves || []).forEach(function (l) {
-      if (online.has(l.username)) note(l.username + " went offline", "leave");
+      if (online.has(l.username)) note(l.username, "went offline", "leave");
       online.delete(l.username);
       recent.set(l.username, l.last_seen);
     });
     (frame.states || []).forEach(function (s) {
       var entry = online.get(s.username);
-      if (entry) entry.idle = s.state === "idle";
+      if (!entry) return;
+      var away = s.state === "away";
+      if (away !== entry.away) note(s.username, away ? "is away" : "is back", away ? "away" : "back");
+      entry.away = away;
     });
     render();
   }
 
-  (initial.recent || []).forEach(function (r) { recent.set(r.username, r.last_seen); });
   applySnapshot(initial);
   setInterval(render, 30000); // keep "last seen N minutes ago" current
 
   window.presencePage = PresenceSocket.open("/ws/presence/", {
+    reportIdle: true,
     onFrame: function (frame) {
-      if (frame.type === "presence.snapshot") applySnapshot(frame);
+      if (frame.type === "presence.snapshot") {
+        applySnapshot(frame);
+        document.documentElement.dataset.presence = "live"; // tests and styles can tell a synced page
+      }
       else if (frame.type === "presence.diff") applyDiff(frame);
     }
   });
