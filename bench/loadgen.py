@@ -125,6 +125,7 @@ class Worker:
         self.per_seq: dict[str, int] = defaultdict(int)
         self.seq_waiters: dict[str, tuple[int, asyncio.Future]] = {}
         self.closed_unexpectedly = 0
+        self.errors: dict[str, int] = defaultdict(int)
         self.out = sys.stdout
 
     def reply(self, message: dict) -> None:
@@ -136,6 +137,14 @@ class Worker:
         kind = frame.get("type")
         if kind == "chat.message":
             self.on_chat(client, frame.get("body", ""), now)
+        elif kind == "error":
+            self.errors[frame.get("code", "?")] += 1
+            if client.waiting:
+                # The server refused the message (e.g. rate_limited): stop waiting for it.
+                seq, waiter = next(iter(client.waiting.items()))
+                del client.waiting[seq]
+                if not waiter.done():
+                    waiter.set_exception(RuntimeError(frame.get("code")))
         elif client.watch and kind == "presence.snapshot":
             client.snapshot_count = frame["online_count"]
         elif client.watch and kind == "presence.diff":
@@ -204,6 +213,7 @@ class Worker:
         self.first_ns = self.last_ns = 0
         self.per_seq = defaultdict(int)
         self.seq_waiters = {}
+        self.errors = defaultdict(int)
         for clients in self.clients.values():
             for client in clients:
                 client.diffs = []
@@ -237,11 +247,11 @@ class Worker:
     async def cmd_flood(self, group: str, senders: list[int], seconds: float, ack_timeout: float = 10.0) -> dict:
         """Each sender sends, waits for its own message to come back, and sends again, for `seconds`."""
         deadline = time.monotonic() + seconds
-        sent = acked = timeouts = 0
+        sent = acked = timeouts = refused = 0
         started = time.monotonic_ns()
 
         async def loop(index: int) -> None:
-            nonlocal sent, acked, timeouts
+            nonlocal sent, acked, timeouts, refused
             client = self.clients[group][index]
             n = 0
             while time.monotonic() < deadline:
@@ -253,13 +263,16 @@ class Worker:
                     acked += 1
                 except TimeoutError:
                     timeouts += 1
+                except RuntimeError:
+                    refused += 1
 
         await asyncio.gather(*(loop(index) for index in senders))
-        return {"sent": sent, "acked": acked, "ack_timeouts": timeouts, "first_ns": started, "last_ns": time.monotonic_ns()}
+        return {"sent": sent, "acked": acked, "ack_timeouts": timeouts, "refused": refused, "first_ns": started, "last_ns": time.monotonic_ns()}
 
     def cmd_stats(self, latencies: bool = True) -> dict:
         return {"tag": self.tag, "received": self.received, "first_ns": self.first_ns, "last_ns": self.last_ns,
                 "latencies_ns": self.latencies if latencies else [], "closed_unexpectedly": self.closed_unexpectedly,
+                "errors": dict(self.errors),
                 "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()}}
 
     def cmd_watch_stats(self, group: str) -> dict:

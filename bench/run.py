@@ -106,6 +106,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def merge_counts(counts) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged
+
+
 def log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
@@ -413,6 +421,7 @@ class Bench:
             p50_ms=round(percentile(latencies, 50), 2), p95_ms=round(percentile(latencies, 95), 2),
             p99_ms=round(percentile(latencies, 99), 2), max_ms=round(latencies[-1], 2) if latencies else None,
             lost=messages * size - received, broadcasts_timed_out=timeouts,
+            errors=merge_counts(s["errors"] for s in stats),
         )
 
     async def throughput(self, system: System, servers: Servers, note: str = "") -> dict:
@@ -428,7 +437,7 @@ class Bench:
         profiler = self.start_profiler(system, servers, seconds) if self.args.py_spy else None
         floods = await asyncio.gather(*(self.workers[w].call("flood", group="room", senders=idx, seconds=seconds)
                                         for w, idx in per_worker.items()))
-        sent = sum(f["sent"] for f in floods)
+        sent = sum(f["sent"] - f["refused"] for f in floods)
         expected = sent * size
         # Wait for the tail: stop when everything arrived or nothing moved for 3 s.
         received, still = -1, 0
@@ -452,7 +461,8 @@ class Bench:
             seconds=seconds, messages=sent, deliveries=received,
             deliveries_per_s=round(received / max(1e-9, (last - first) / 1e9)), lost=expected - received,
             p50_ms=round(percentile(latencies, 50), 2), p99_ms=round(percentile(latencies, 99), 2),
-            ack_timeouts=sum(f["ack_timeouts"] for f in floods),
+            ack_timeouts=sum(f["ack_timeouts"] for f in floods), refused=sum(f["refused"] for f in floods),
+            errors=merge_counts(s["errors"] for s in stats),
         )
 
     async def memory(self, system: System) -> None:
