@@ -19,10 +19,10 @@ FLOOR = "websockets-floor"
 TUTORIAL = "tutorial"
 
 
-def load(path: Path) -> tuple[dict, list[dict]]:
+def load(path: Path) -> tuple[list[dict], list[dict]]:
+    """The runs (machine, command, load) and the results of every run in the file."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    machine = next((line["machine"] for line in lines if "machine" in line), {})
-    return machine, [line for line in lines if "scenario" in line]
+    return [line["machine"] for line in lines if "machine" in line], [line for line in lines if "scenario" in line]
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -127,18 +127,18 @@ def plot(results: list[dict], path: Path) -> bool:
     return True
 
 
-def generated(machine: dict, results: list[dict], plotted: bool) -> str:
+def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
     parts = []
+    machine = runs[0] if runs else {}
     versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())
-    load_before = machine.get("load_before") or [None]
-    load_after = machine.get("load_after") or [None]
     parts.append(
-        f"Run of {results[0]['run'] if results else '?'} (profile `{results[0]['profile'] if results else '?'}`), "
-        f"finished {machine.get('finished', '?')}: `{machine.get('command', '?')}`\n\n"
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB, "
         f"Linux {machine.get('kernel', '?')}, Python {machine.get('python', '?')}; {versions}. "
-        f"Load average (1 min) {fmt(load_before[0], 2)} before the run, {fmt(load_after[0], 2)} after; "
-        f"the servers, Redis and the load generators share the cores."
+        "The servers, Redis and the load generators share the cores.\n\n"
+        + table(["run finished (UTC)", "command", "load before", "load after"],
+                [[run.get("finished", "?"), f"`{run.get('command', '?')}`", fmt((run.get("load_before") or [None])[0], 2),
+                  fmt((run.get("load_after") or [None])[0], 2)] for run in runs])
+        + "\n\nLoad is the 1-minute load average; above 2 the machine was shared with other work during the run."
     )
     rows = targets(results)
     if rows:
@@ -177,9 +177,9 @@ def generated(machine: dict, results: list[dict], plotted: bool) -> str:
 
 
 def write_report(results_path: Path) -> None:
-    machine, results = load(results_path)
+    runs, results = load(results_path)
     plotted = plot(results, PLOT)
-    block = f"{BEGIN}\n{generated(machine, results, plotted)}\n{END}"
+    block = f"{BEGIN}\n{generated(runs, results, plotted)}\n{END}"
     if DOC.exists() and BEGIN in DOC.read_text():
         text = DOC.read_text()
         head, rest = text.split(BEGIN, 1)
