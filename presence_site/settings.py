@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "presence",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -346,6 +347,15 @@ PRESENCE_IDLE_AFTER = env_float("PRESENCE_IDLE_AFTER", 300.0)
 # /metrics answers staff sessions and these networks (behind a proxy, Daphne's
 # --proxy-headers makes REMOTE_ADDR the client's address).
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
+# Chat: each user may send a burst of CHAT_RATE_BURST messages, then
+# CHAT_RATE_PER_MINUTE a minute, across all their sockets and processes; a
+# socket that keeps sending past rate_limited this many times is closed (1008).
+CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 10)
+CHAT_RATE_PER_MINUTE = env_float("CHAT_RATE_PER_MINUTE", 100.0)
+CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 20)
+# A socket's typing notices are relayed at most once per this many seconds.
+CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.

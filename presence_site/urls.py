@@ -9,5 +9,6 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("chat/", include("chat.urls")),
     path("", include("presence.urls")),
 ]

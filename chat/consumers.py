@@ -1,0 +1,127 @@
+import logging
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from chat import protocol
+from chat.models import Room
+from chat.selectors import room_by_slug, room_history, room_messages_after, room_presence
+from chat.services import message_post
+from presence import protocol as base
+from presence.models import Connection
+from presence.protocol import ProtocolError
+from presence.sockets import SocketConsumer
+
+logger = logging.getLogger(__name__)
+
+_MESSAGE_ID = re.compile(r"[0-9]{1,18}")
+
+
+class ChatConsumer(SocketConsumer):
+    """/ws/chat/<slug>/: history (or what was missed), then live messages, typing and room presence."""
+
+    endpoint = Connection.Endpoint.CHAT
+    client_types = {
+        base.PING: "on_ping",
+        # A chat tab reports idle and active too: a user is away only when every tab is idle.
+        base.PRESENCE_STATE: "on_presence_state",
+        protocol.CHAT_MESSAGE: "on_message",
+        protocol.CHAT_TYPING: "on_typing",
+    }
+
+    chat_room: Room | None = None
+    last_typing = float("-inf")
+    rate_strikes = 0
+
+    async def refusal(self) -> int | None:
+        """Called for a logged-in socket: 4404 for an invalid slug or a room that does not exist."""
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        if not protocol.slug_is_valid(slug):
+            return base.CLOSE_NOT_FOUND
+        self.chat_room = await database_sync_to_async(room_by_slug)(slug=slug)
+        if self.chat_room is None:
+            return base.CLOSE_NOT_FOUND
+        self.room = slug
+        return None
+
+    def groups_for(self) -> tuple[str, ...]:
+        return (protocol.room_group(self.room),)
+
+    async def opened(self) -> None:
+        """Send the history, or what was missed since ?after=<id>, then tell the room who is here."""
+        try:
+            after = self.after_id()
+        except ProtocolError as error:
+            # Answered in-band, and the history falls back to the last messages.
+            await self.send_frame(base.error_frame(error.code, error.detail))
+            after = None
+        if after is None:
+            messages, has_more = await database_sync_to_async(room_history)(room=self.chat_room)
+        else:
+            messages, has_more = await database_sync_to_async(room_messages_after)(room=self.chat_room, after=after)
+        await self.send_frame(protocol.history_frame(self.room, messages, has_more))
+        await self.presence_changed()
+
+    async def closed(self) -> None:
+        await self.presence_changed()
+
+    def after_id(self) -> int | None:
+        """The id in ?after=<id>, None without one; ProtocolError when it is malformed."""
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        values = parse_qs(query, keep_blank_values=True).get("after")
+        if not values:
+            return None
+        if _MESSAGE_ID.fullmatch(values[-1]) is None:
+            raise ProtocolError(base.INVALID, "'after' must be a message id.")
+        return int(values[-1])
+
+    async def presence_changed(self) -> None:
+        try:
+            users = await database_sync_to_async(room_presence)(slug=self.room)
+            frame = protocol.presence_frame(self.room, users)
+            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame))
+        except Exception:
+            # The next join or leave sends the whole list again.
+            logger.exception("room presence for %s could not be published", self.room)
+
+    async def on_message(self, frame: dict[str, Any]) -> None:
+        try:
+            message, new = await database_sync_to_async(message_post)(
+                room=self.chat_room, user=self.scope["user"], body=frame.get("body"), client_id=frame.get("client_id")
+            )
+        except ProtocolError as error:
+            if error.code == base.RATE_LIMITED:
+                self.rate_strikes += 1
+                if self.rate_strikes > settings.CHAT_FLOOD_CLOSE_AFTER:
+                    await self.close(code=base.CLOSE_POLICY_VIOLATION)
+                    return
+            raise
+        except DatabaseError:
+            logger.exception("chat message in %s could not be stored", self.room)
+            raise ProtocolError(base.UNAVAILABLE, "The message was not stored; send it again.") from None
+        self.rate_strikes = 0
+        if not new:
+            # A retry: the room has it already; only the sender hears it again.
+            await self.send_frame(message)
+            return
+        try:
+            await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(message))
+        except Exception:
+            logger.exception("chat message %s could not be broadcast", message["id"])
+            # Stored all the same: acknowledge it; the others resync on reconnect.
+            await self.send_frame(message)
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last_typing < settings.CHAT_TYPING_INTERVAL:
+            return
+        self.last_typing = now
+        typing = protocol.typing_frame(self.scope["user"].get_username())
+        await self.channel_layer.group_send(
+            protocol.room_group(self.room), base.forward_event(typing, skip=self.channel_name)
+        )

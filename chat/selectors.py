@@ -1,0 +1,81 @@
+"""Chat reads. Every list is one query, whatever the number of rooms, messages or users."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from chat import protocol
+from chat.models import Message, Room
+from presence.models import Connection
+
+MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id")
+
+
+def _live_chat_connections() -> QuerySet[Connection]:
+    cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL)
+    return Connection.objects.filter(endpoint=Connection.Endpoint.CHAT, heartbeat_at__gte=cutoff)
+
+
+def room_by_slug(*, slug: str) -> Room | None:
+    return Room.objects.filter(slug=slug).first()
+
+
+def room_list() -> list[dict[str, Any]]:
+    """Every room with how many people are in it now: [{"slug", "title", "present"}]."""
+    present = (
+        _live_chat_connections()
+        .filter(room=OuterRef("slug"))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("user_id", distinct=True))
+        .values("n")
+    )
+    rows = Room.objects.annotate(present=Coalesce(Subquery(present, output_field=IntegerField()), Value(0))).values(
+        "slug", "title", "present"
+    )
+    return list(rows.order_by("slug"))
+
+
+def room_presence(*, slug: str) -> list[str]:
+    """The usernames with a live socket in a room, each once, sorted."""
+    return list(
+        _live_chat_connections()
+        .filter(room=slug)
+        .order_by("user__username")
+        .values_list("user__username", flat=True)
+        .distinct()
+    )
+
+
+def _frames(rows) -> list[dict[str, Any]]:
+    return [protocol.message_frame(row) for row in rows]
+
+
+def room_history(
+    *, room: Room, before: int | None = None, limit: int = protocol.HISTORY_LIMIT
+) -> tuple[list[dict[str, Any]], bool]:
+    """The last `limit` messages (before an id, if given), oldest first, and whether older ones exist."""
+    rows = Message.objects.filter(room=room)
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    # One row past the page says whether there is more, without a count.
+    page = list(rows.order_by("-id").values(*MESSAGE_FIELDS)[: limit + 1])
+    has_more = len(page) > limit
+    return _frames(reversed(page[:limit])), has_more
+
+
+def room_messages_after(
+    *, room: Room, after: int, limit: int = protocol.RESUME_LIMIT
+) -> tuple[list[dict[str, Any]], bool]:
+    """The messages after an id, oldest first, at most `limit`, and whether more follow."""
+    page = list(Message.objects.filter(room=room, id__gt=after).order_by("id").values(*MESSAGE_FIELDS)[: limit + 1])
+    return _frames(page[:limit]), len(page) > limit
+
+
+def message_by_id(*, message_id: int) -> dict[str, Any] | None:
+    row = Message.objects.filter(id=message_id).values(*MESSAGE_FIELDS).first()
+    return protocol.message_frame(row) if row else None

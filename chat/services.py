@@ -1,0 +1,184 @@
+"""Chat writes: rooms, messages, moderation. Broadcasts go out only after the data is committed."""
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.sessions.models import Session
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from accounts.models import LoggedInUser
+from chat import protocol
+from chat.models import Message, Room
+from chat.ratelimit import rate_take
+from presence import protocol as base
+from presence.broadcast import user_sockets_close
+from presence.models import Connection
+from presence.protocol import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+_CLIENT_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{protocol.CLIENT_ID_MAX_CHARS}}}")
+
+
+def body_clean(body: Any) -> str:
+    """The body to store: trimmed, 1 to 2,000 code points, no NUL, no lone surrogate; else ProtocolError."""
+    if not isinstance(body, str):
+        raise ProtocolError(base.INVALID, "'body' must be a string.")
+    text = body.strip()
+    if not text:
+        raise ProtocolError(base.INVALID, "'body' is empty.")
+    if len(text) > protocol.BODY_MAX_CHARS:
+        raise ProtocolError(base.INVALID, f"'body' is longer than {protocol.BODY_MAX_CHARS} characters.")
+    if "\x00" in text:
+        raise ProtocolError(base.INVALID, "'body' contains a NUL character.")
+    # JSON can carry an unpaired \ud800 escape; no database can store it as text.
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        raise ProtocolError(base.INVALID, "'body' contains an unpaired surrogate.")
+    return text
+
+
+def client_id_clean(client_id: Any) -> str:
+    """The client's id for a message, or a fresh one when it sent none."""
+    if client_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+        raise ProtocolError(
+            base.INVALID, f"'client_id' must be 1 to {protocol.CLIENT_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -"
+        )
+    return client_id
+
+
+def _stored(room: Room, user: AbstractBaseUser, client_id: str) -> dict[str, Any] | None:
+    row = (
+        Message.objects.filter(room=room, author=user, client_id=client_id)
+        .values("id", "body", "sent_at", "client_id")
+        .first()
+    )
+    if row is None:
+        return None
+    return protocol.message_frame({**row, "room__slug": room.slug, "author__username": user.get_username()})
+
+
+def message_post(
+    *, room: Room, user: AbstractBaseUser, body: Any, client_id: Any = None
+) -> tuple[dict[str, Any], bool]:
+    """Store a message; return its frame and whether it is new (False: a retry of a stored one)."""
+    text = body_clean(body)
+    client_id = client_id_clean(client_id)
+    # A retry is answered before the rate limit: it costs nothing and stores nothing.
+    existing = _stored(room, user, client_id)
+    if existing is not None:
+        return existing, False
+    wait = rate_take(user_id=user.pk)
+    if wait > 0:
+        raise ProtocolError(base.RATE_LIMITED, f"Too many messages; the next one is allowed in {wait:.1f} s.")
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(room=room, author=user, body=text, client_id=client_id)
+    except IntegrityError:
+        # Two sockets sent the same client_id at once: the unique constraint
+        # let one insert win, and the other answers with the winner's row.
+        existing = _stored(room, user, client_id)
+        if existing is None:
+            raise
+        return existing, False
+    frame = protocol.message_frame(
+        {
+            "id": message.id,
+            "room__slug": room.slug,
+            "author__username": user.get_username(),
+            "body": message.body,
+            "sent_at": message.sent_at,
+            "client_id": message.client_id,
+        }
+    )
+    return frame, True
+
+
+def room_broadcast(*, slug: str, frame: dict[str, Any]) -> None:
+    """Send a frame to every socket in a room, from sync code; a layer failure is logged, not raised."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(protocol.room_group(slug), base.forward_event(frame))
+    except Exception:
+        # Clients resync from the database when they reconnect.
+        logger.exception("chat broadcast to %s failed", slug)
+
+
+def message_can_delete(*, user: AbstractBaseUser, author_id: int) -> bool:
+    return bool(user.is_staff or user.pk == author_id)
+
+
+def messages_delete(*, messages) -> int:
+    """Delete messages (a queryset) and tell their rooms once the deletion is committed."""
+    with transaction.atomic():
+        gone = list(messages.values_list("id", "room__slug"))
+        Message.objects.filter(id__in=[message_id for message_id, _ in gone]).delete()
+        for message_id, slug in gone:
+            transaction.on_commit(
+                lambda message_id=message_id, slug=slug: room_broadcast(
+                    slug=slug, frame=protocol.deleted_frame(message_id)
+                )
+            )
+    return len(gone)
+
+
+def message_delete(*, user: AbstractBaseUser, message_id: int) -> None:
+    """Delete one message as a moderator (staff) or its author; PermissionDenied for anyone else."""
+    author_id = Message.objects.filter(id=message_id).values_list("author_id", flat=True).first()
+    if author_id is None:
+        raise Message.DoesNotExist(message_id)
+    if not message_can_delete(user=user, author_id=author_id):
+        raise PermissionDenied("Only staff and the author may delete a message.")
+    messages_delete(messages=Message.objects.filter(id=message_id))
+
+
+def room_create(*, title: str, user: AbstractBaseUser) -> Room:
+    """Create a room named title; ValidationError when the name makes no valid slug or is taken."""
+    title = title.strip()
+    slug = slugify(title)[:50].strip("-")
+    if not protocol.slug_is_valid(slug):
+        raise ValidationError("Use at least one letter or digit.", code="invalid")
+    if Room.objects.filter(slug=slug).exists():
+        raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug})
+    try:
+        with transaction.atomic():
+            return Room.objects.create(slug=slug, title=title[:100], created_by=user)
+    except IntegrityError:
+        raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug}) from None
+
+
+def room_open(*, slug: str, user: AbstractBaseUser) -> Room:
+    """The room with this (valid) slug, created on first visit."""
+    room, _ = Room.objects.get_or_create(slug=slug, defaults={"title": slug, "created_by": user})
+    return room
+
+
+def user_sessions_end(*, user_id: int) -> tuple[int, int]:
+    """Log a user out everywhere: delete their sessions, then close their sockets (4000).
+
+    Returns how many sessions were deleted and how many sockets were told to close.
+    """
+    with transaction.atomic():
+        keys = set(
+            LoggedInUser.objects.filter(user_id=user_id, session_key__isnull=False).values_list(
+                "session_key", flat=True
+            )
+        )
+        keys |= set(
+            Connection.objects.filter(user_id=user_id).exclude(session_key="").values_list("session_key", flat=True)
+        )
+        sessions, _ = Session.objects.filter(session_key__in=keys).delete()
+        LoggedInUser.objects.filter(user_id=user_id).delete()
+    # The sessions are gone first, so a socket that reconnects is refused with 4401.
+    sockets = user_sockets_close(user_id=user_id)
+    return sessions, sockets

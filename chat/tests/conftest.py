@@ -1,0 +1,20 @@
+import pytest
+from django.core.cache import caches
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(request) -> None:
+    """Start each test with no rate-limit state left by an earlier one (user ids get reused)."""
+    if "layer" in request.fixturenames:
+        request.getfixturevalue("layer")
+    caches["default"].clear()
+
+
+@pytest.fixture
+def make_room(django_user_model):
+    from chat.models import Room
+
+    def make(slug: str = "lobby", *, title: str | None = None):
+        return Room.objects.create(slug=slug, title=title or slug)
+
+    return make

@@ -1,0 +1,416 @@
+"""/ws/chat/<room>/ through the full ASGI stack, on the in-memory layer and on a real Redis."""
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.sessions.models import Session
+from django.db import connection
+
+from chat.models import Message
+from chat.services import user_sessions_end
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
+
+
+async def close_code(communicator) -> int:
+    """Skip the frames still queued for the socket; return the code it was closed with."""
+    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    return message["code"]
+
+
+async def answers_ping(communicator) -> bool:
+    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
+    await communicator.send_json_to({"type": "ping"})
+    while True:
+        message = await communicator.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            return False
+        if message.get("text") == '{"type":"pong"}':
+            return True
+
+
+async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:
+    """The next frame of one type, skipping room.presence updates in between."""
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        if frame["type"] == frame_type:
+            return frame
+        assert frame["type"] == "room.presence", frame
+
+
+async def nothing_but_presence(communicator) -> bool:
+    """True when only room.presence frames (or nothing) arrive within a short wait."""
+    while not await communicator.receive_nothing(timeout=0.3):
+        frame = await communicator.receive_json_from(timeout=1)
+        if frame["type"] != "room.presence":
+            return False
+    return True
+
+
+async def join(open_socket, user, slug: str = "lobby", query: str = ""):
+    """Open a chat socket; return it with its history frame and first room.presence frame."""
+    communicator, client, session_key = await open_socket(f"/ws/chat/{slug}/{query}", user)
+    history = await communicator.receive_json_from(timeout=5)
+    if history["type"] == "error":
+        communicator.first_error = history
+        history = await communicator.receive_json_from(timeout=5)
+    assert history["type"] == "chat.history", history
+    presence = await communicator.receive_json_from(timeout=5)
+    assert presence["type"] == "room.presence", presence
+    communicator.client = client
+    communicator.session_key = session_key
+    return communicator, history, presence
+
+
+async def say(communicator, body: str, client_id: str | None = None) -> dict:
+    frame = {"type": "chat.message", "body": body}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    await communicator.send_json_to(frame)
+    return await next_of(communicator, "chat.message")
+
+
+@pytest.fixture
+async def people(make_user, make_room):
+    def create():
+        make_room("lobby")
+        make_room("other")
+        return make_user("alice"), make_user("bob"), make_user("mod", is_staff=True)
+
+    return await database_sync_to_async(create)()
+
+
+async def test_anonymous_gets_4401_whatever_the_room(open_socket, people):
+    for path in ("/ws/chat/lobby/", "/ws/chat/NOPE/", "/ws/chat/missing/"):
+        communicator, *_ = await open_socket(path)
+        assert await close_code(communicator) == 4401
+
+
+async def test_invalid_slug_and_missing_room_get_4404(open_socket, people):
+    alice, *_ = people
+    for slug in ("Lobby", "a_b", "x" * 51, "missing", "caf%C3%A9"):
+        communicator, *_ = await open_socket(f"/ws/chat/{slug}/", alice)
+        assert await close_code(communicator) == 4404, slug
+
+
+async def test_connect_sends_last_50_then_room_presence(open_socket, people):
+    alice, bob, _ = people
+
+    def fill():
+        room = Message._meta.get_field("room").related_model.objects.get(slug="lobby")
+        Message.objects.bulk_create(Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(60))
+
+    await database_sync_to_async(fill)()
+    _, history, presence = await join(open_socket, alice)
+    assert history["room"] == "lobby" and history["has_more"] is True
+    assert [m["body"] for m in history["messages"]] == [f"m{i}" for i in range(10, 60)]
+    ids = [m["id"] for m in history["messages"]]
+    assert ids == sorted(ids)
+    first = history["messages"][0]
+    assert first["username"] == "bob" and first["room"] == "lobby" and first["sent_at"].endswith("Z")
+    assert presence == {"type": "room.presence", "room": "lobby", "users": ["alice"]}
+
+
+async def test_room_presence_follows_joins_and_leaves_each_user_once(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, _, presence = await join(open_socket, bob)
+    assert presence["users"] == ["alice", "bob"]
+    assert (await next_of(alice_socket, "room.presence"))["users"] == ["alice", "bob"]
+    second_tab, _, presence = await join(open_socket, bob)
+    assert presence["users"] == ["alice", "bob"]
+    await bob_socket.disconnect()
+    await second_tab.disconnect()
+    frames = [await alice_socket.receive_json_from(timeout=5) for _ in range(3)]
+    assert frames[-1] == {"type": "room.presence", "room": "lobby", "users": ["alice"]}
+
+
+async def test_message_is_stored_then_reaches_everyone_in_the_room_only(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    elsewhere, *_ = await join(open_socket, bob, "other")
+    sent = await say(alice_socket, "  hello, bob \n", "c-1")
+    assert sent["body"] == "hello, bob" and sent["username"] == "alice" and sent["client_id"] == "c-1"
+    assert await next_of(bob_socket, "chat.message") == sent
+    assert await nothing_but_presence(elsewhere)
+    row = await database_sync_to_async(Message.objects.get)(id=sent["id"])
+    assert row.body == "hello, bob" and row.client_id == "c-1"
+
+
+@pytest.fixture
+def failing_inserts():
+    """A real database trigger that makes every insert into chat_message fail."""
+
+    def install():
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute(
+                    "CREATE TRIGGER chat_fail BEFORE INSERT ON chat_message "
+                    "BEGIN SELECT RAISE(ABORT, 'forced failure'); END"
+                )
+            else:
+                cursor.execute(
+                    "CREATE FUNCTION chat_fail() RETURNS trigger AS $$ "
+                    "BEGIN RAISE EXCEPTION 'forced failure'; END $$ LANGUAGE plpgsql"
+                )
+                cursor.execute(
+                    "CREATE TRIGGER chat_fail BEFORE INSERT ON chat_message FOR EACH ROW EXECUTE FUNCTION chat_fail()"
+                )
+
+    def remove():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS chat_fail" + ("" if connection.vendor == "sqlite" else " ON chat_message")
+            )
+            if connection.vendor != "sqlite":
+                cursor.execute("DROP FUNCTION IF EXISTS chat_fail()")
+
+    installed = []
+
+    async def fail():
+        await database_sync_to_async(install)()
+        installed.append(True)
+
+    yield fail
+    if installed:
+        remove()
+
+
+async def test_database_error_means_no_broadcast_and_an_error_frame(open_socket, people, failing_inserts):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    await next_of(alice_socket, "room.presence")
+    await failing_inserts()
+    await alice_socket.send_json_to({"type": "chat.message", "body": "lost", "client_id": "c-1"})
+    error = await next_of(alice_socket, "error")
+    assert error["code"] == "unavailable"
+    assert await nothing_but_presence(bob_socket)
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    assert await answers_ping(alice_socket)
+
+
+async def test_same_client_id_across_a_reconnect_is_stored_and_broadcast_once(open_socket, people):
+    alice, bob, _ = people
+    bob_socket, *_ = await join(open_socket, bob)
+    alice_socket, *_ = await join(open_socket, alice)
+    first = await say(alice_socket, "only once", "retry-1")
+    assert await next_of(bob_socket, "chat.message") == first
+    await alice_socket.disconnect()
+    again, history, _ = await join(open_socket, alice, query=f"?after={first['id']}")
+    assert history["messages"] == []
+    second = await say(again, "only once", "retry-1")
+    assert second == first
+    assert await nothing_but_presence(bob_socket)
+    assert await database_sync_to_async(Message.objects.filter(client_id="retry-1").count)() == 1
+
+
+async def test_resume_after_returns_exactly_the_missed_messages_in_order(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    seen = await say(alice_socket, "before the drop")
+    await next_of(bob_socket, "chat.message")
+    await bob_socket.disconnect()
+    missed = [await say(alice_socket, f"missed {i}") for i in range(3)]
+    bob_again, history, _ = await join(open_socket, bob, query=f"?after={seen['id']}")
+    assert history["messages"] == missed and history["has_more"] is False
+    later = await say(alice_socket, "after the return")
+    assert await next_of(bob_again, "chat.message") == later
+
+
+async def test_resume_returns_at_most_500_and_says_more_follow(open_socket, people):
+    alice, bob, _ = people
+
+    def fill():
+        room = Message._meta.get_field("room").related_model.objects.get(slug="lobby")
+        Message.objects.bulk_create(Message(room=room, author=bob, body=f"m{i}", client_id=f"c{i}") for i in range(502))
+        return Message.objects.order_by("id").values_list("id", flat=True)[0]
+
+    first_id = await database_sync_to_async(fill)()
+    _, history, _ = await join(open_socket, alice, query=f"?after={first_id}")
+    assert len(history["messages"]) == 500 and history["has_more"] is True
+    assert [m["body"] for m in history["messages"]] == [f"m{i}" for i in range(1, 501)]
+
+
+@pytest.mark.parametrize("after", ["abc", "-1", "1.5", "", "9" * 30, "１２"])
+async def test_malformed_after_gets_invalid_then_the_last_50(open_socket, people, after):
+    alice, *_ = people
+    communicator, history, _ = await join(open_socket, alice, query=f"?after={after}")
+    assert communicator.first_error["code"] == "invalid"
+    assert history["messages"] == [] and history["has_more"] is False
+    assert await answers_ping(communicator)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('{"type": "chat.message", "body": ""}', "invalid"),
+        ('{"type": "chat.message", "body": " \\n\\t\\u3000 "}', "invalid"),
+        (json.dumps({"type": "chat.message", "body": "x" * 2001}), "invalid"),
+        (json.dumps({"type": "chat.message", "body": "a\x00b"}), "invalid"),
+        ('{"type": "chat.message", "body": "lone \\ud800 surrogate"}', "invalid"),
+        ('{"type": "chat.message", "body": "lone \\udc00 low"}', "invalid"),
+        ('{"type": "chat.message", "body": 42}', "invalid"),
+        ('{"type": "chat.message", "body": ["hi"]}', "invalid"),
+        ('{"type": "chat.message"}', "invalid"),
+        ('{"type": "chat.message", "body": "hi", "client_id": 7}', "invalid"),
+        ('{"type": "chat.message", "body": "hi", "client_id": ""}', "invalid"),
+        ('{"type": "chat.message", "body": "hi", "client_id": "' + "x" * 65 + '"}', "invalid"),
+        ('{"type": "chat.deleted", "id": 1}', "unknown_type"),
+        ('{"type": "frame.forward", "text": "x"}', "unknown_type"),
+        ('{"type": "presence.state"}', "invalid"),  # taken here too, but it needs a state
+        ('{"type": 5}', "invalid"),
+        ('{"body": "hi"}', "invalid"),
+        ("[1, 2]", "invalid"),
+        ("not json", "bad_json"),
+        ('{"type": "chat.message", "body": "hi"', "bad_json"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(open_socket, people, text, code):
+    alice, *_ = people
+    communicator, *_ = await join(open_socket, alice)
+    await communicator.send_to(text_data=text)
+    error = await communicator.receive_json_from(timeout=5)
+    assert error["type"] == "error" and error["code"] == code and error["detail"]
+    assert await answers_ping(communicator)
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_body_of_2000_code_points_is_stored_byte_exact(open_socket, people):
+    alice, *_ = people
+    communicator, *_ = await join(open_socket, alice)
+    body = "é" + "👋🏽" * 999 + "\u0301"  # 2,000 code points, astral and combining included
+    assert len(body) == 2000
+    sent = await say(communicator, f"\n {body} \t")
+    assert sent["body"] == body
+    assert (await database_sync_to_async(Message.objects.get)(id=sent["id"])).body == body
+
+
+async def test_html_is_stored_and_relayed_verbatim(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    payload = '<script>alert("x")</script><img src=x onerror=alert(1)> &amp; &lt;b&gt;'
+    sent = await say(alice_socket, payload)
+    assert sent["body"] == payload
+    assert (await next_of(bob_socket, "chat.message"))["body"] == payload
+    assert (await database_sync_to_async(Message.objects.get)(id=sent["id"])).body == payload
+
+
+async def test_rate_limit_engages_after_the_burst_across_sockets_and_rooms(open_socket, people, settings):
+    settings.CHAT_RATE_PER_MINUTE = 6  # one every 10 s: nothing refills while the test runs
+    alice, *_ = people
+    first_tab, *_ = await join(open_socket, alice)
+    second_tab, *_ = await join(open_socket, alice, "other")
+    for i in range(5):
+        await say(first_tab, f"first {i}")
+        await say(second_tab, f"second {i}")
+    await first_tab.send_json_to({"type": "chat.message", "body": "one too many", "client_id": "c-11"})
+    error = await next_of(first_tab, "error")
+    assert error["code"] == "rate_limited"
+    await second_tab.send_json_to({"type": "chat.message", "body": "also too many"})
+    assert (await next_of(second_tab, "error"))["code"] == "rate_limited"
+    assert await database_sync_to_async(Message.objects.count)() == 10
+    assert await answers_ping(first_tab)
+
+
+async def test_flooding_past_rate_limited_is_closed_with_1008(open_socket, people, settings):
+    settings.CHAT_RATE_BURST = 1
+    settings.CHAT_RATE_PER_MINUTE = 1
+    settings.CHAT_FLOOD_CLOSE_AFTER = 3
+    alice, *_ = people
+    communicator, *_ = await join(open_socket, alice)
+    await say(communicator, "allowed")
+    for i in range(4):
+        await communicator.send_json_to({"type": "chat.message", "body": f"flood {i}"})
+    assert await close_code(communicator) == 1008
+
+
+async def test_typing_reaches_the_others_not_the_sender_and_is_throttled(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    elsewhere, *_ = await join(open_socket, bob, "other")
+    await alice_socket.send_json_to({"type": "chat.typing"})
+    await alice_socket.send_json_to({"type": "chat.typing"})
+    assert await next_of(bob_socket, "chat.typing") == {"type": "chat.typing", "username": "alice"}
+    assert await answers_ping(alice_socket)  # both typing frames handled by now
+    assert await nothing_but_presence(bob_socket)  # the second was throttled
+    assert await nothing_but_presence(alice_socket)
+    assert await nothing_but_presence(elsewhere)
+
+
+async def test_moderator_delete_reaches_every_client(open_socket, people):
+    alice, bob, mod = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    mod_socket, *_ = await join(open_socket, mod)
+    sent = await say(alice_socket, "rude words")
+    await next_of(bob_socket, "chat.message")
+    await next_of(mod_socket, "chat.message")
+    response = await database_sync_to_async(mod_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    assert response.status_code == 200
+    for communicator in (alice_socket, bob_socket, mod_socket):
+        assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+    assert not await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
+
+
+async def test_author_may_delete_but_another_user_may_not(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    sent = await say(alice_socket, "mine")
+    await next_of(bob_socket, "chat.message")
+    response = await database_sync_to_async(bob_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    assert response.status_code == 403
+    assert await nothing_but_presence(alice_socket)
+    assert await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
+    response = await database_sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    assert response.status_code == 200
+    assert await next_of(bob_socket, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+
+
+async def test_ending_a_users_sessions_closes_all_their_sockets_with_4000(open_socket, people):
+    alice, bob, _ = people
+    chat_tab, *_ = await join(open_socket, alice)
+    other_tab, *_ = await join(open_socket, alice, "other")
+    bob_socket, *_ = await join(open_socket, bob)
+    sessions, sockets = await database_sync_to_async(user_sessions_end)(user_id=alice.pk)
+    assert sessions == 2 and sockets == 2
+    assert await close_code(chat_tab) == 4000
+    assert await close_code(other_tab) == 4000
+    assert not await database_sync_to_async(Session.objects.filter(session_key=chat_tab.session_key).exists)()
+    assert await answers_ping(bob_socket)
+    again, *_ = await open_socket("/ws/chat/lobby/", session_key=chat_tab.session_key)
+    assert await close_code(again) == 4401
+
+
+async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socket, people, make_user):
+    alice, bob, _ = people
+    root = await database_sync_to_async(make_user)("root", is_staff=True, is_superuser=True)
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    root_socket, *_ = await join(open_socket, root, "other")
+    admin = root_socket.client
+    sent = await say(alice_socket, "spam")
+    await next_of(bob_socket, "chat.message")
+
+    response = await database_sync_to_async(admin.post)(
+        "/admin/chat/message/", {"action": "delete_selected", "_selected_action": [sent["id"]], "post": "yes"}
+    )
+    assert response.status_code == 302
+    for communicator in (alice_socket, bob_socket):
+        assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+
+    spam = await say(alice_socket, "more spam")
+    await next_of(bob_socket, "chat.message")
+    response = await database_sync_to_async(admin.post)(
+        "/admin/chat/message/", {"action": "end_author_sessions", "_selected_action": [spam["id"]]}
+    )
+    assert response.status_code == 302
+    assert await close_code(alice_socket) == 4000
+    assert await answers_ping(bob_socket)

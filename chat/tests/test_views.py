@@ -1,0 +1,157 @@
+"""The chat pages and the history endpoint, through Django's test client."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from chat.models import Message, Room
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice_client(client, make_user):
+    alice = make_user("alice")
+    client.force_login(alice)
+    client.user = alice
+    return client
+
+
+def fill(room, author, count: int) -> list[int]:
+    Message.objects.bulk_create(
+        Message(room=room, author=author, body=f"m{i}", client_id=f"c{i}") for i in range(count)
+    )
+    return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/", "/chat/lobby/messages"])
+def test_pages_need_a_login(client, make_room, path):
+    make_room("lobby")
+    response = client.get(path)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_room_list_shows_rooms_in_a_fixed_number_of_queries(alice_client, make_room, django_assert_num_queries):
+    for slug in ("a", "b", "c", "d"):
+        make_room(slug, title=f"Room {slug}")
+    # session, user, the room list (with its counts)
+    with django_assert_num_queries(3):
+        response = alice_client.get("/chat/")
+    assert response.status_code == 200
+    assert [room["slug"] for room in response.context["rooms"]] == ["a", "b", "c", "d"]
+    assert b'href="/chat/a/"' in response.content
+
+
+def test_creating_a_room_redirects_to_it(alice_client):
+    response = alice_client.post("/chat/", {"name": "Book Club"})
+    assert response.status_code == 302 and response["Location"] == "/chat/book-club/"
+    assert Room.objects.get(slug="book-club").created_by == alice_client.user
+
+
+@pytest.mark.parametrize("name", ["lobby", "Lobby!", "", "!!!"])
+def test_a_taken_or_invalid_name_is_a_form_error(alice_client, make_room, name):
+    make_room("lobby")
+    response = alice_client.post("/chat/", {"name": name})
+    assert response.status_code == 200
+    assert response.context["form"].errors["name"]
+    assert Room.objects.count() == 1
+
+
+def test_opening_a_valid_slug_creates_the_room(alice_client):
+    response = alice_client.get("/chat/new-room/")
+    assert response.status_code == 200
+    assert Room.objects.filter(slug="new-room").exists()
+
+
+@pytest.mark.parametrize("slug", ["New-Room", "a_b", "x" * 51, "caf%C3%A9"])
+def test_an_invalid_slug_is_a_404(alice_client, slug):
+    assert alice_client.get(f"/chat/{slug}/").status_code == 404
+    assert not Room.objects.exists()
+
+
+def test_room_page_carries_history_as_json_and_html_as_text(alice_client, make_room):
+    room = make_room("lobby")
+    payload = "</script><script>alert(1)</script>"
+    Message.objects.create(room=room, author=alice_client.user, body=payload, client_id="c1")
+    response = alice_client.get("/chat/lobby/")
+    content = response.content.decode()
+    assert "<script>alert(1)" not in content
+    initial = json.loads(content.split('id="chat-initial" type="application/json">')[1].split("</script>")[0])
+    assert initial["messages"][0]["body"] == payload
+    assert initial["me"] == "alice" and initial["room"] == "lobby" and initial["moderator"] is False
+
+
+def test_history_pages_back_with_before_and_limit(alice_client, make_room, django_assert_num_queries):
+    room = make_room("lobby")
+    ids = fill(room, alice_client.user, 120)
+    # session, user, room, page
+    with django_assert_num_queries(4):
+        page = alice_client.get("/chat/lobby/messages").json()
+    assert [m["id"] for m in page["messages"]] == ids[-50:] and page["has_more"] is True
+    page = alice_client.get(f"/chat/lobby/messages?before={ids[-50]}&limit=60").json()
+    assert [m["id"] for m in page["messages"]] == ids[10:70] and page["has_more"] is True
+    page = alice_client.get(f"/chat/lobby/messages?before={ids[10]}&limit=50").json()
+    assert [m["id"] for m in page["messages"]] == ids[:10] and page["has_more"] is False
+    message = page["messages"][0]
+    assert set(message) == {"type", "id", "room", "username", "body", "sent_at", "client_id"}
+
+
+@pytest.mark.parametrize("query", ["before=abc", "before=-1", "limit=0", "limit=101", "limit=x", "before=1.5"])
+def test_history_refuses_bad_parameters(alice_client, make_room, query):
+    make_room("lobby")
+    response = alice_client.get(f"/chat/lobby/messages?{query}")
+    assert response.status_code == 400 and response.json()["error"] == "invalid"
+
+
+def test_history_of_a_missing_room_is_a_404(alice_client):
+    assert alice_client.get("/chat/missing/messages").status_code == 404
+    assert not Room.objects.exists()
+
+
+def test_delete_is_post_only_and_for_staff_or_the_author(alice_client, make_room, make_user, client):
+    room = make_room("lobby")
+    bob = make_user("bob")
+    message = Message.objects.create(room=room, author=bob, body="bob's", client_id="c1")
+    url = f"/chat/lobby/messages/{message.id}/delete"
+    assert alice_client.get(url).status_code == 405
+    assert alice_client.post(url).status_code == 403
+    assert alice_client.post(f"/chat/other/messages/{message.id}/delete").status_code == 404
+    alice_client.force_login(bob)
+    assert alice_client.post(url).status_code == 200
+    assert not Message.objects.exists()
+
+
+def test_admin_lists_rooms_with_message_counts_and_searches_messages(client, make_user, make_room):
+    admin = make_user("admin", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    lobby, other = make_room("lobby"), make_room("other")
+    fill(lobby, admin, 3)
+    Message.objects.create(room=other, author=admin, body="needle", client_id="x")
+    response = client.get(reverse("admin:chat_room_changelist"))
+    assert response.status_code == 200
+    rows = {room.slug: room.message_count for room in response.context["cl"].result_list}
+    assert rows == {"lobby": 3, "other": 1}
+    response = client.get(reverse("admin:chat_message_changelist"), {"q": "needle"})
+    assert [m.body for m in response.context["cl"].result_list] == ["needle"]
+    response = client.get(reverse("admin:chat_message_changelist"), {"room__id__exact": lobby.id})
+    assert len(response.context["cl"].result_list) == 3
+
+
+def test_admin_room_list_costs_the_same_queries_for_more_rooms(client, make_user, make_room):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    admin = make_user("admin", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("admin:chat_room_changelist")).status_code == 200
+        return len(captured)
+
+    make_room("a")
+    few = queries()
+    for slug in ("b", "c", "d", "e", "f"):
+        fill(make_room(slug), admin, 2)
+    assert queries() == few

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.room_list_page, name="rooms"),
+    path("<str:slug>/", views.room_page, name="room"),
+    path("<str:slug>/messages", views.room_messages, name="messages"),
+    path("<str:slug>/messages/<int:message_id>/delete", views.message_delete_view, name="message-delete"),
+]
