@@ -292,6 +292,9 @@ class Bench:
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS="127.0.0.1,localhost",
             SECURE_SSL_REDIRECT="0",
+            # The throughput senders send flat out: lift the per-user chat rate limit.
+            CHAT_RATE_BURST="1000000",
+            CHAT_RATE_PER_MINUTE="1000000000",
         )
         env.update(self.args.env)
         self.base_env = env
@@ -349,7 +352,7 @@ class Bench:
             return
         slugs = [ROOM] + [f"{IDLE_ROOM}-{i}" for i in range(max(self.profile["memory"]) // 10 + 1)]
         existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
-        Room.objects.bulk_create([Room(slug=slug) for slug in slugs if slug not in existing])
+        Room.objects.bulk_create([Room(slug=slug, title=slug) for slug in slugs if slug not in existing])
 
     async def start_workers(self) -> None:
         self.workers = [await Worker.start(self.run_dir / f"loadgen-{i}.log") for i in range(self.args.workers)]

@@ -356,6 +356,9 @@ CHAT_RATE_PER_MINUTE = env_float("CHAT_RATE_PER_MINUTE", 100.0)
 CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 20)
 # A socket's typing notices are relayed at most once per this many seconds.
 CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
+# room.presence goes out at most once per room per window from each process, so
+# that a crowd joining a room does not cost a whole list per join; 0 sends one per change.
+CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.
