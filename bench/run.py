@@ -198,6 +198,13 @@ class Servers:
     def rss(self) -> int:
         return sum(rss_kib(p.pid) for p in self.processes)
 
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def stop(self) -> None:
         for process in self.processes:
             self.bench.processes.stop(process)
@@ -477,7 +484,7 @@ class Bench:
         try:
             keys = self.sessions
             await self.open(servers, "warm", keys[-1:])
-            await self.settle()
+            await self.settle(servers=servers)
             base = servers.rss()
             if self.args.tracemalloc:
                 servers.processes[0].send_signal(signal.SIGUSR1)
@@ -485,9 +492,9 @@ class Bench:
             for n in self.profile["memory"]:
                 # Rooms of 10, so that the room presence frames of a crowd joining one room stay out of it.
                 paths = None if system.kind == "floor" else [f"/ws/chat/{IDLE_ROOM}-{i // 10}/" for i in range(opened, n)]
-                result = await self.open(servers, "idle", keys[opened:n], paths=paths)
+                result = await self.open(servers, "idle", keys[opened:n], paths=paths, concurrency=25)
                 opened = n
-                await self.settle(3.0)
+                await self.settle(3.0, servers=servers)
                 rss = servers.rss()
                 stats = await self.everyone("stats", latencies=False)
                 still_open = sum(s["open"].get("idle", 0) for s in stats)
@@ -502,9 +509,20 @@ class Bench:
             servers.stop()
             self.prepare_app_state()
 
-    async def settle(self, seconds: float = 1.0) -> None:
-        # Lets the server finish the work a burst of handshakes left behind (not a wait for an event).
-        await asyncio.sleep(seconds)
+    async def settle(self, seconds: float = 1.0, servers: "Servers | None" = None) -> None:
+        """Let the servers finish what a burst of handshakes left behind: until they idle, or `seconds`."""
+        if servers is None:
+            await asyncio.sleep(seconds)
+            return
+        deadline = time.monotonic() + max(seconds, 60.0)
+        before = servers.cpu_seconds()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            now = servers.cpu_seconds()
+            if now - before < 0.05:  # under 10% of a core over half a second
+                return
+            before = now
+        log(f"  {servers.system.name} still busy after {max(seconds, 60.0):.0f} s")
 
     async def latency_series(self, system: System) -> None:
         """Fan-out at each N, then throughput at THROUGHPUT_N, on one server with sockets kept open."""
@@ -518,9 +536,9 @@ class Bench:
             opened = 1
             points = sorted(set(self.profile["fanout"]) | {THROUGHPUT_N})
             for n in points:
-                await self.open(servers, "room", keys[opened:n + 1])
+                await self.open(servers, "room", keys[opened:n + 1], concurrency=25)
                 opened = n + 1
-                await self.settle()
+                await self.settle(servers=servers)
                 if n in self.profile["fanout"]:
                     await self.fanout(system, servers, n)
                 if n == THROUGHPUT_N:
@@ -537,7 +555,7 @@ class Bench:
         try:
             keys = self.sessions
             await self.open(servers, "watchers", keys[:watchers_n], path="/ws/presence/", watch=True)
-            await self.settle(1.0)
+            await self.settle(1.0, servers=servers)
             await self.everyone("arm", tag="storm")
             profiler = self.start_profiler(system, servers, 8, "storm") if self.args.py_spy else None
             result = await self.open(servers, "storm", keys[watchers_n:watchers_n + n], path="/ws/presence/",
@@ -582,8 +600,8 @@ class Bench:
             keys = self.sessions
             await self.open(servers, "room", keys[:1], spread_servers=False)
             await self.workers[0].call("mark_sender", group="room", index=0)
-            await self.open(servers, "room", keys[1:THROUGHPUT_N + 1])
-            await self.settle()
+            await self.open(servers, "room", keys[1:THROUGHPUT_N + 1], concurrency=25)
+            await self.settle(servers=servers)
             await self.fanout(system, servers, THROUGHPUT_N, note="x2")
             await self.throughput(system, servers, note="x2")
         finally:
