@@ -572,13 +572,16 @@ class Bench:
             if profiler is not None:
                 self.finish_profiler(profiler)
             last_connect = result["last_ns"]
-            delays, frames, min_gaps = [], [], []
+            delays, frames, min_gaps, rates = [], [], [], []
             for w in watchers:
                 right = next((t for t, count in w["diffs"] if count == expected), None)
                 delays.append(None if right is None else (right - last_connect) / 1e9)
                 frames.append(len(w["diffs"]))
                 gaps = [(b[0] - a[0]) / 1e9 for a, b in zip(w["diffs"], w["diffs"][1:])]
                 min_gaps.append(min(gaps) if gaps else None)
+                # Frames per 250 ms over the span of the diffs: at most 1 when they come at most one per 250 ms.
+                span = (w["diffs"][-1][0] - w["diffs"][0][0]) / 1e9 if w["diffs"] else 0.0
+                rates.append((len(w["diffs"]) - 1) / (span / 0.25) if span > 0 else 0.0)
             storm_s = (result["last_ns"] - result["first_ns"]) / 1e9
             known = [d for d in delays if d is not None]
             self.record(
@@ -587,6 +590,7 @@ class Bench:
                 watchers_right=len(known), right_after_last_connect_s=round(max(known), 3) if known else None,
                 frames_per_watcher=max(frames) if frames else None,
                 min_gap_s=round(min(g for g in min_gaps if g is not None), 3) if any(min_gaps) else None,
+                frames_per_250ms=round(max(rates), 2) if rates else None,
             )
         finally:
             await self.everyone("close")
