@@ -156,9 +156,11 @@ def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
     if thr:
         parts.append(f"### Throughput: {thr[0]['senders']} senders flat out into a room of N\n\n"
                      "Each sender sends, waits for its own message to come back, and sends again.\n\n" + table(
-                         ["system", "processes", "N", "seconds", "messages", "deliveries/s", "lost", "p50 ms", "p99 ms"],
+                         ["system", "processes", "N", "seconds", "messages", "deliveries/s", "lost", "p50 ms", "p99 ms",
+                          "server CPU µs per delivery", "server CPU s", "generator CPU s"],
                          [[r["system"], r["processes"], r["n"], r["seconds"], r["messages"], r["deliveries_per_s"],
-                           r["lost"], r["p50_ms"], r["p99_ms"]] for r in thr]))
+                           r["lost"], r["p50_ms"], r["p99_ms"], r.get("server_us_per_delivery"), r.get("server_cpu_s"),
+                           r.get("generator_cpu_s")] for r in thr]))
     mem = [r for r in results if r["scenario"] == "memory"]
     if mem:
         parts.append("### Idle memory: server RSS per authenticated socket\n\n" + table(

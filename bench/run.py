@@ -99,6 +99,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -199,11 +205,7 @@ class Servers:
         return sum(rss_kib(p.pid) for p in self.processes)
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes:
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(cpu_seconds(p.pid) for p in self.processes)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -402,6 +404,9 @@ class Bench:
     async def everyone(self, cmd: str, **args) -> list[dict]:
         return await asyncio.gather(*(w.call(cmd, **args) for w in self.workers))
 
+    def generator_cpu_seconds(self) -> float:
+        return sum(cpu_seconds(w.process.pid) for w in self.workers)
+
     async def room_size(self) -> int:
         stats = await self.everyone("stats", latencies=False)
         return sum(s["open"].get("room", 0) for s in stats)
@@ -445,6 +450,7 @@ class Bench:
             # Sender k is the (1 + k // workers)-th room socket of worker k % workers: index 0 is the fan-out sender.
             per_worker.setdefault(k % len(self.workers), []).append(1 + k // len(self.workers))
         profiler = self.start_profiler(system, servers, seconds) if self.args.py_spy else None
+        cpu_server, cpu_generator = servers.cpu_seconds(), self.generator_cpu_seconds()
         floods = await asyncio.gather(*(self.workers[w].call("flood", group="room", senders=idx, seconds=seconds)
                                         for w, idx in per_worker.items()))
         sent = sum(f["sent"] - f["refused"] for f in floods)
@@ -459,6 +465,7 @@ class Bench:
             still = still + 1 if now_received == received else 0
             received = now_received
             await asyncio.sleep(0.25)
+        cpu_server, cpu_generator = servers.cpu_seconds() - cpu_server, self.generator_cpu_seconds() - cpu_generator
         stats = await self.everyone("stats")
         received = sum(s["received"] for s in stats)
         first = min(f["first_ns"] for f in floods)
@@ -471,6 +478,8 @@ class Bench:
             seconds=seconds, messages=sent, deliveries=received,
             deliveries_per_s=round(received / max(1e-9, (last - first) / 1e9)), lost=expected - received,
             p50_ms=round(percentile(latencies, 50), 2), p99_ms=round(percentile(latencies, 99), 2),
+            server_cpu_s=round(cpu_server, 2), generator_cpu_s=round(cpu_generator, 2),
+            server_us_per_delivery=round(cpu_server * 1e6 / received, 1) if received else None,
             ack_timeouts=sum(f["ack_timeouts"] for f in floods), refused=sum(f["refused"] for f in floods),
             errors=merge_counts(s["errors"] for s in stats),
         )
