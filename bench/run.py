@@ -512,7 +512,10 @@ class Bench:
                             failed=result["failed"], open_after=still_open)
             if self.args.tracemalloc:
                 servers.processes[0].send_signal(signal.SIGUSR1)
-                await self.settle(3.0)
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline and not (census.exists() and census.stat().st_size):
+                    await asyncio.sleep(0.5)
+                await self.settle(1.0, servers=servers)
         finally:
             await self.everyone("close")
             servers.stop()

@@ -48,7 +48,7 @@ if os.environ.get("BENCH_TRACEMALLOC"):
     import signal
     import tracemalloc
 
-    tracemalloc.start(1)
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_DEPTH", "1")))
     _baseline: list = []
 
     def _census(signum, frame) -> None:
@@ -59,6 +59,9 @@ if os.environ.get("BENCH_TRACEMALLOC"):
         with open(os.environ["BENCH_TRACEMALLOC"], "w") as out:
             for stat in snapshot.compare_to(_baseline[0], "lineno")[:40]:
                 out.write(f"{stat}\n")
+            if tracemalloc.get_traceback_limit() > 1:
+                for stat in snapshot.compare_to(_baseline[0], "traceback")[:12]:
+                    out.write(f"\n{stat}\n" + "\n".join(stat.traceback.format()) + "\n")
 
     signal.signal(signal.SIGUSR1, _census)
 
