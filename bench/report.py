@@ -36,7 +36,9 @@ def fmt(value, digits: int = 1) -> str:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(headers))) + "|"]
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---" if i == 0 or header in {"command", "figure", "target"} else "--:"
+                          for i, header in enumerate(headers)) + "|"]
     out += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(out)
 
@@ -69,7 +71,7 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
         rows.append(("10,000 idle authenticated sockets: at most 40 KB of RSS each",
                      f"{mem['kib_per_socket']:.1f} KiB per socket at N = {mem['n']:,}"
                      + ("" if mem["n"] == 10000 else " (10,000 is measured by `make bench-full`)"),
-                     mem["kib_per_socket"] * 1.024 <= 40 and mem["n"] == 10000 or None))
+                     (mem["kib_per_socket"] * 1.024 <= 40) if mem["n"] == 10000 else None))
     storm = find(results, APP, "storm")
     if storm:
         right = storm["right_after_last_connect_s"]
