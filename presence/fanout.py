@@ -97,6 +97,11 @@ class Fanout:
                 # them (1011), and clients resync when they reconnect.
                 logger.warning("fan-out of group %s could not receive; retrying", local.name, exc_info=True)
                 await asyncio.sleep(1)
+                try:
+                    # A restarted Redis has forgotten the membership.
+                    await local.layer.group_add(local.name, local.channel)
+                except Exception:
+                    pass
                 continue
             await self.deliver(local, message)
 
