@@ -169,8 +169,15 @@ class Worker:
         if expect is not None and count >= expect[0] and not expect[1].done():
             expect[1].set_result(count)
 
-    async def cmd_open(self, group: str, url: str | list[str], cookies: list[str | None], origin: str,
-                       concurrency: int = 50, watch: bool = False) -> dict:
+    async def cmd_open(
+        self,
+        group: str,
+        url: str | list[str],
+        cookies: list[str | None],
+        origin: str,
+        concurrency: int = 50,
+        watch: bool = False,
+    ) -> dict:
         """Open one socket per cookie, to url (or to url[i] for cookie i when url is a list)."""
         gate = asyncio.Semaphore(concurrency)
         errors: dict[str, int] = defaultdict(int)
@@ -203,8 +210,13 @@ class Worker:
 
         started = time.monotonic_ns()
         await asyncio.gather(*(one(cookie, u) for cookie, u in zip(cookies, urls)))
-        return {"opened": opened, "failed": sum(errors.values()), "errors": dict(errors), "first_ns": started,
-                "last_ns": last}
+        return {
+            "opened": opened,
+            "failed": sum(errors.values()),
+            "errors": dict(errors),
+            "first_ns": started,
+            "last_ns": last,
+        }
 
     def cmd_arm(self, tag: str) -> dict:
         self.tag = tag
@@ -267,13 +279,26 @@ class Worker:
                     refused += 1
 
         await asyncio.gather(*(loop(index) for index in senders))
-        return {"sent": sent, "acked": acked, "ack_timeouts": timeouts, "refused": refused, "first_ns": started, "last_ns": time.monotonic_ns()}
+        return {
+            "sent": sent,
+            "acked": acked,
+            "ack_timeouts": timeouts,
+            "refused": refused,
+            "first_ns": started,
+            "last_ns": time.monotonic_ns(),
+        }
 
     def cmd_stats(self, latencies: bool = True) -> dict:
-        return {"tag": self.tag, "received": self.received, "first_ns": self.first_ns, "last_ns": self.last_ns,
-                "latencies_ns": self.latencies if latencies else [], "closed_unexpectedly": self.closed_unexpectedly,
-                "errors": dict(self.errors),
-                "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()}}
+        return {
+            "tag": self.tag,
+            "received": self.received,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "latencies_ns": self.latencies if latencies else [],
+            "closed_unexpectedly": self.closed_unexpectedly,
+            "errors": dict(self.errors),
+            "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()},
+        }
 
     def cmd_watch_stats(self, group: str) -> dict:
         return {"watchers": [{"snapshot": c.snapshot_count, "diffs": c.diffs} for c in self.clients[group]]}

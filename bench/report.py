@@ -36,16 +36,24 @@ def fmt(value, digits: int = 1) -> str:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---" if i == 0 or header in {"command", "figure", "target"} else "--:"
-                          for i, header in enumerate(headers)) + "|"]
+    out = [
+        "| " + " | ".join(headers) + " |",
+        "|"
+        + "|".join(
+            "---" if i == 0 or header in {"command", "figure", "target"} else "--:" for i, header in enumerate(headers)
+        )
+        + "|",
+    ]
     out += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(out)
 
 
 def find(results: list[dict], system: str, scenario: str, **match) -> dict | None:
-    found = [r for r in results if r["system"] == system and r["scenario"] == scenario
-             and all(r.get(k) == v for k, v in match.items())]
+    found = [
+        r
+        for r in results
+        if r["system"] == system and r["scenario"] == scenario and all(r.get(k) == v for k, v in match.items())
+    ]
     return found[-1] if found else None
 
 
@@ -55,44 +63,77 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
     fan = {s: find(results, s, "fanout", n=1000, processes=1) for s in (APP, FLOOR, TUTORIAL)}
     if all(fan.values()):
         app, floor, tut = fan[APP]["p99_ms"], fan[FLOOR]["p99_ms"], fan[TUTORIAL]["p99_ms"]
-        rows.append(("fan-out to 1,000: p99 within 2× the floor's",
-                     f"app {app:.0f} ms, floor {floor:.0f} ms ({app / floor:.1f}×)", app <= 2 * floor))
-        rows.append(("fan-out to 1,000: p99 at least 5× better than the tutorial's",
-                     f"app {app:.0f} ms, tutorial {tut:.0f} ms ({tut / app:.1f}× better)", tut >= 5 * app))
+        rows.append(
+            (
+                "fan-out to 1,000: p99 within 2× the floor's",
+                f"app {app:.0f} ms, floor {floor:.0f} ms ({app / floor:.1f}×)",
+                app <= 2 * floor,
+            )
+        )
+        rows.append(
+            (
+                "fan-out to 1,000: p99 at least 5× better than the tutorial's",
+                f"app {app:.0f} ms, tutorial {tut:.0f} ms ({tut / app:.1f}× better)",
+                tut >= 5 * app,
+            )
+        )
         rows.append(("fan-out to 1,000: zero lost deliveries", f"{fan[APP]['lost']} lost", fan[APP]["lost"] == 0))
     thr = {s: find(results, s, "throughput", processes=1) for s in (APP, TUTORIAL)}
     if all(thr.values()):
         app, tut = thr[APP]["deliveries_per_s"], thr[TUTORIAL]["deliveries_per_s"]
-        rows.append(("10 senders into that room: at least 5× the tutorial's deliveries/s, zero loss",
-                     f"app {app:,}/s, tutorial {tut:,}/s ({app / tut:.1f}×), {thr[APP]['lost']} lost",
-                     app >= 5 * tut and thr[APP]["lost"] == 0))
+        rows.append(
+            (
+                "10 senders into that room: at least 5× the tutorial's deliveries/s, zero loss",
+                f"app {app:,}/s, tutorial {tut:,}/s ({app / tut:.1f}×), {thr[APP]['lost']} lost",
+                app >= 5 * tut and thr[APP]["lost"] == 0,
+            )
+        )
     mem = find(results, APP, "memory", n=10000) or find(results, APP, "memory", n=1000)
     if mem:
-        rows.append(("10,000 idle authenticated sockets: at most 40 KB of RSS each",
-                     f"{mem['kib_per_socket']:.1f} KiB per socket at N = {mem['n']:,}"
-                     + ("" if mem["n"] == 10000 else " (10,000 is measured by `make bench-full`)"),
-                     (mem["kib_per_socket"] * 1.024 <= 40) if mem["n"] == 10000 else None))
+        rows.append(
+            (
+                "10,000 idle authenticated sockets: at most 40 KB of RSS each",
+                f"{mem['kib_per_socket']:.1f} KiB per socket at N = {mem['n']:,}"
+                + ("" if mem["n"] == 10000 else " (10,000 is measured by `make bench-full`)"),
+                (mem["kib_per_socket"] * 1.024 <= 40) if mem["n"] == 10000 else None,
+            )
+        )
     storm = find(results, APP, "storm")
     if storm:
         right = storm["right_after_last_connect_s"]
         every = storm["watchers_right"] == storm["watchers"]
-        rows.append(("storm of 1,000: every watcher right within 1 s of the last connect",
-                     f"{storm['watchers_right']}/{storm['watchers']} watchers right, the last "
-                     f"{fmt(right, 2)} s after the last connect", every and right is not None and right <= 1.0))
+        rows.append(
+            (
+                "storm of 1,000: every watcher right within 1 s of the last connect",
+                f"{storm['watchers_right']}/{storm['watchers']} watchers right, the last "
+                f"{fmt(right, 2)} s after the last connect",
+                every and right is not None and right <= 1.0,
+            )
+        )
         gap, rate = storm["min_gap_s"], storm.get("frames_per_250ms")
-        rows.append(("storm: at most one presence frame per 250 ms",
-                     f"{storm['frames_per_watcher']} frames per watcher over a {storm['connect_s']:.1f} s storm: "
-                     f"{fmt(rate, 2)} per 250 ms (sent at most one per window; the closest two arrived "
-                     f"{fmt(gap, 3)} s apart)", rate is not None and rate <= 1.0))
+        rows.append(
+            (
+                "storm: at most one presence frame per 250 ms",
+                f"{storm['frames_per_watcher']} frames per watcher over a {storm['connect_s']:.1f} s storm: "
+                f"{fmt(rate, 2)} per 250 ms (sent at most one per window; the closest two arrived "
+                f"{fmt(gap, 3)} s apart)",
+                rate is not None and rate <= 1.0,
+            )
+        )
     one = find(results, APP, "throughput", processes=1)
     two = find(results, APP, "throughput", processes=2)
     if one and two:
         ratio = two["deliveries_per_s"] / one["deliveries_per_s"]
-        rows.append(("two processes deliver at least 1.6× the fan-out throughput of one",
-                     f"{two['deliveries_per_s']:,}/s against {one['deliveries_per_s']:,}/s ({ratio:.2f}×)",
-                     ratio >= 1.6))
-    return [(name, figure, "met" if ok else ("not measured" if ok is None else "**missed**"))
-            for name, figure, ok in rows]
+        rows.append(
+            (
+                "two processes deliver at least 1.6× the fan-out throughput of one",
+                f"{two['deliveries_per_s']:,}/s against {one['deliveries_per_s']:,}/s ({ratio:.2f}×)",
+                ratio >= 1.6,
+            )
+        )
+    return [
+        (name, figure, "met" if ok else ("not measured" if ok is None else "**missed**")) for name, figure, ok in rows
+    ]
 
 
 def plot(results: list[dict], path: Path) -> bool:
@@ -138,9 +179,18 @@ def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB, "
         f"Linux {machine.get('kernel', '?')}, Python {machine.get('python', '?')}; {versions}. "
         "The servers, Redis and the load generators share the cores.\n\n"
-        + table(["run finished (UTC)", "command", "load before", "load after"],
-                [[run.get("finished", "?"), f"`{run.get('command', '?')}`", fmt((run.get("load_before") or [None])[0], 2),
-                  fmt((run.get("load_after") or [None])[0], 2)] for run in runs])
+        + table(
+            ["run finished (UTC)", "command", "load before", "load after"],
+            [
+                [
+                    run.get("finished", "?"),
+                    f"`{run.get('command', '?')}`",
+                    fmt((run.get("load_before") or [None])[0], 2),
+                    fmt((run.get("load_after") or [None])[0], 2),
+                ]
+                for run in runs
+            ],
+        )
         + "\n\nLoad is the 1-minute load average; above 2 the machine was shared with other work during the run."
     )
     rows = targets(results)
@@ -148,33 +198,98 @@ def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
         parts.append("### Targets\n\n" + table(["target", "figure", ""], [list(r) for r in rows]))
     fan = [r for r in results if r["scenario"] == "fanout"]
     if fan:
-        parts.append("### Fan-out: one sender, N receivers in one room\n\n" + table(
-            ["system", "processes", "N", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost"],
-            [[r["system"], r["processes"], r["n"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["lost"]]
-             for r in fan]))
+        parts.append(
+            "### Fan-out: one sender, N receivers in one room\n\n"
+            + table(
+                ["system", "processes", "N", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost"],
+                [
+                    [r["system"], r["processes"], r["n"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"], r["lost"]]
+                    for r in fan
+                ],
+            )
+        )
         if plotted:
             parts.append(f"![fan-out latency against N]({PLOT.relative_to(DOC.parent).as_posix()})")
     thr = [r for r in results if r["scenario"] == "throughput"]
     if thr:
-        parts.append(f"### Throughput: {thr[0]['senders']} senders flat out into a room of N\n\n"
-                     "Each sender sends, waits for its own message to come back, and sends again.\n\n" + table(
-                         ["system", "processes", "N", "seconds", "messages", "deliveries/s", "lost", "p50 ms", "p99 ms",
-                          "server CPU µs per delivery", "server CPU s", "generator CPU s"],
-                         [[r["system"], r["processes"], r["n"], r["seconds"], r["messages"], r["deliveries_per_s"],
-                           r["lost"], r["p50_ms"], r["p99_ms"], r.get("server_us_per_delivery"), r.get("server_cpu_s"),
-                           r.get("generator_cpu_s")] for r in thr]))
+        parts.append(
+            f"### Throughput: {thr[0]['senders']} senders flat out into a room of N\n\n"
+            "Each sender sends, waits for its own message to come back, and sends again.\n\n"
+            + table(
+                [
+                    "system",
+                    "processes",
+                    "N",
+                    "seconds",
+                    "messages",
+                    "deliveries/s",
+                    "lost",
+                    "p50 ms",
+                    "p99 ms",
+                    "server CPU µs per delivery",
+                    "server CPU s",
+                    "generator CPU s",
+                ],
+                [
+                    [
+                        r["system"],
+                        r["processes"],
+                        r["n"],
+                        r["seconds"],
+                        r["messages"],
+                        r["deliveries_per_s"],
+                        r["lost"],
+                        r["p50_ms"],
+                        r["p99_ms"],
+                        r.get("server_us_per_delivery"),
+                        r.get("server_cpu_s"),
+                        r.get("generator_cpu_s"),
+                    ]
+                    for r in thr
+                ],
+            )
+        )
     mem = [r for r in results if r["scenario"] == "memory"]
     if mem:
-        parts.append("### Idle memory: server RSS per authenticated socket\n\n" + table(
-            ["system", "N", "RSS before MiB", "RSS with N MiB", "KiB per socket", "failed to open"],
-            [[r["system"], r["n"], r["rss_base_mib"], r["rss_mib"], r["kib_per_socket"], r["failed"]] for r in mem]))
+        parts.append(
+            "### Idle memory: server RSS per authenticated socket\n\n"
+            + table(
+                ["system", "N", "RSS before MiB", "RSS with N MiB", "KiB per socket", "failed to open"],
+                [[r["system"], r["n"], r["rss_base_mib"], r["rss_mib"], r["kib_per_socket"], r["failed"]] for r in mem],
+            )
+        )
     storm = [r for r in results if r["scenario"] == "storm"]
     if storm:
-        parts.append("### Presence storm: N users connect at once, watchers on /ws/presence/\n\n" + table(
-            ["system", "N", "watchers", "connect s", "right after last connect s", "frames per watcher",
-             "frames per 250 ms", "closest frames s", "failed"],
-            [[r["system"], r["n"], r["watchers"], r["connect_s"], r["right_after_last_connect_s"],
-              r["frames_per_watcher"], r.get("frames_per_250ms"), r["min_gap_s"], r["failed"]] for r in storm]))
+        parts.append(
+            "### Presence storm: N users connect at once, watchers on /ws/presence/\n\n"
+            + table(
+                [
+                    "system",
+                    "N",
+                    "watchers",
+                    "connect s",
+                    "right after last connect s",
+                    "frames per watcher",
+                    "frames per 250 ms",
+                    "closest frames s",
+                    "failed",
+                ],
+                [
+                    [
+                        r["system"],
+                        r["n"],
+                        r["watchers"],
+                        r["connect_s"],
+                        r["right_after_last_connect_s"],
+                        r["frames_per_watcher"],
+                        r.get("frames_per_250ms"),
+                        r["min_gap_s"],
+                        r["failed"],
+                    ]
+                    for r in storm
+                ],
+            )
+        )
     errors = [r for r in results if r["scenario"] == "error"]
     if errors:
         parts.append("### Errors\n\n" + "\n".join(f"- {r['system']}: {r['error']}" for r in errors))
@@ -192,7 +307,9 @@ def write_report(results_path: Path) -> None:
         DOC.write_text(head + block + tail)
     else:
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(f"# Benchmarks\n\nRun `make bench` (quick) or `make bench-full`; see bench/README.md.\n\n{block}\n")
+        DOC.write_text(
+            f"# Benchmarks\n\nRun `make bench` (quick) or `make bench-full`; see bench/README.md.\n\n{block}\n"
+        )
     print(f"report: {DOC.relative_to(BASE_DIR)}" + (f", {PLOT.relative_to(BASE_DIR)}" if plotted else ""))
 
 

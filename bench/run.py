@@ -38,8 +38,14 @@ PROFILES = {
     # N for fan-out; memory N; messages per fan-out point; throughput seconds; storm size.
     "quick": {"fanout": [100, 1000], "memory": [1000], "messages": 20, "seconds": 5, "storm": 1000, "watchers": 5},
     "smoke": {"fanout": [50], "memory": [200], "messages": 5, "seconds": 2, "storm": 200, "watchers": 3},
-    "full": {"fanout": [100, 500, 1000, 2000], "memory": [1000, 10000], "messages": 20, "seconds": 10,
-             "storm": 1000, "watchers": 10},
+    "full": {
+        "fanout": [100, 500, 1000, 2000],
+        "memory": [1000, 10000],
+        "messages": 20,
+        "seconds": 10,
+        "storm": 1000,
+        "watchers": 10,
+    },
 }
 THROUGHPUT_N = 1000
 SENDERS = 10
@@ -63,20 +69,38 @@ class System:
 SYSTEMS = [
     System("websockets-floor", "floor", "websockets", label="websockets alone (floor)"),
     System("tutorial", "tutorial", label="tutorial Channels room: Daphne + RedisChannelLayer"),
-    System("tutorial-uvicorn", "tutorial", "uvicorn", label="tutorial room on Uvicorn + RedisChannelLayer", quick=False),
-    System("tutorial-pubsub", "tutorial", env={"TUTORIAL_LAYER": "channels_redis.pubsub.RedisPubSubChannelLayer"},
-           label="tutorial room on Daphne + RedisPubSubChannelLayer", quick=False),
+    System(
+        "tutorial-uvicorn", "tutorial", "uvicorn", label="tutorial room on Uvicorn + RedisChannelLayer", quick=False
+    ),
+    System(
+        "tutorial-pubsub",
+        "tutorial",
+        env={"TUTORIAL_LAYER": "channels_redis.pubsub.RedisPubSubChannelLayer"},
+        label="tutorial room on Daphne + RedisPubSubChannelLayer",
+        quick=False,
+    ),
     *(
-        System(f"{prefix}{name}", kind, server, env={"CHANNEL_LAYER_BACKEND": layer, "CHANNEL_FANOUT": fan},
-               label=f"{what}: {label}", quick=quick and kind == "app")
+        System(
+            f"{prefix}{name}",
+            kind,
+            server,
+            env={"CHANNEL_LAYER_BACKEND": layer, "CHANNEL_FANOUT": fan},
+            label=f"{what}: {label}",
+            quick=quick and kind == "app",
+        )
         for kind, prefix, what in (("app", "app", "app"), ("standin", "nodb", "app sockets, messages not stored"))
         for name, server, layer, fan, label, quick in (
             ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out (default)", True),
             ("-stock", "daphne", "core", "channel", "Daphne + RedisChannelLayer, a group member per socket", True),
-            ("-pubsub", "daphne", "pubsub", "channel", "Daphne + RedisPubSubChannelLayer, a member per socket",
-             False),
-            ("-pubsub-fanout", "daphne", "pubsub", "process", "Daphne + RedisPubSubChannelLayer + per-process fan-out",
-             False),
+            ("-pubsub", "daphne", "pubsub", "channel", "Daphne + RedisPubSubChannelLayer, a member per socket", False),
+            (
+                "-pubsub-fanout",
+                "daphne",
+                "pubsub",
+                "process",
+                "Daphne + RedisPubSubChannelLayer + per-process fan-out",
+                False,
+            ),
             ("-uvicorn", "uvicorn", "core", "process", "Uvicorn + RedisChannelLayer + per-process fan-out", False),
         )
     ),
@@ -135,8 +159,9 @@ class Processes:
 
     def start(self, args: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "ab") as out:
-            process = subprocess.Popen(args, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                args, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         self.running.append(process)
         return process
 
@@ -179,16 +204,54 @@ class Servers:
             if system.server == "websockets":
                 args = [PY, "bench/floor.py", str(port)]
             elif system.server == "uvicorn":
-                args = [PY, "-m", "uvicorn", module, "--host", HOST, "--port", str(port), "--ws", "websockets",
-                        "--ws-max-size", "65536", "--ws-ping-interval", "20", "--ws-ping-timeout", "30",
-                        "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning",
-                        "--lifespan", "off", "--backlog", "4096"]
+                args = [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    module,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--ws",
+                    "websockets",
+                    "--ws-max-size",
+                    "65536",
+                    "--ws-ping-interval",
+                    "20",
+                    "--ws-ping-timeout",
+                    "30",
+                    "--ws-per-message-deflate",
+                    "false",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--lifespan",
+                    "off",
+                    "--backlog",
+                    "4096",
+                ]
             else:
                 # -v 0: no access log line per socket, as Uvicorn's --no-access-log. The message
                 # size limit as in the Makefile: Daphne applies it to outgoing frames too.
-                args = [PY, "-m", "daphne", "-v", "0", "-e", f"tcp:{port}:interface={HOST}:backlog=4096",
-                        "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
-                        "--websocket-max-message-size", "1048576", module]
+                args = [
+                    PY,
+                    "-m",
+                    "daphne",
+                    "-v",
+                    "0",
+                    "-e",
+                    f"tcp:{port}:interface={HOST}:backlog=4096",
+                    "--websocket_timeout",
+                    "86400",
+                    "--ping-interval",
+                    "20",
+                    "--ping-timeout",
+                    "30",
+                    "--websocket-max-message-size",
+                    "1048576",
+                    module,
+                ]
             log_path = bench.run_dir / f"{system.name}-{index}.log"
             process = bench.processes.start(args, env=env, log_path=log_path)
             self.processes.append(process)
@@ -224,8 +287,12 @@ class Worker:
     @classmethod
     async def start(cls, log_path: Path) -> "Worker":
         process = await asyncio.create_subprocess_exec(
-            PY, str(BASE_DIR / "bench" / "loadgen.py"), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=open(log_path, "ab"), limit=2**28,
+            PY,
+            str(BASE_DIR / "bench" / "loadgen.py"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=open(log_path, "ab"),
+            limit=2**28,
         )
         return cls(process)
 
@@ -308,8 +375,9 @@ class Bench:
         env.update(self.args.env)
         self.base_env = env
         # The sessions are signed here with the key the servers use.
-        os.environ.update(SQLITE_PATH=str(sqlite_path), DJANGO_SETTINGS_MODULE="presence_site.settings",
-                          SECRET_KEY=self.secret_key)
+        os.environ.update(
+            SQLITE_PATH=str(sqlite_path), DJANGO_SETTINGS_MODULE="presence_site.settings", SECRET_KEY=self.secret_key
+        )
         os.environ.pop("REDIS_URL", None)
         os.environ.pop("DATABASE_URL", None)
         # The orchestrator's few database calls may block its event loop: nothing is measured there.
@@ -341,10 +409,14 @@ class Bench:
         expires = datetime.now(UTC) + timedelta(days=1)
         sessions = []
         for user in users:
-            data = {SESSION_KEY: str(user.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
-                    HASH_SESSION_KEY: user.get_session_auth_hash()}
-            sessions.append(Session(session_key=secrets.token_hex(16), session_data=store.encode(data),
-                                    expire_date=expires))
+            data = {
+                SESSION_KEY: str(user.pk),
+                BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: user.get_session_auth_hash(),
+            }
+            sessions.append(
+                Session(session_key=secrets.token_hex(16), session_data=store.encode(data), expire_date=expires)
+            )
         Session.objects.bulk_create(sessions, batch_size=2000)
         log(f"{count} users and sessions created in {time.monotonic() - started:.1f} s")
         return [s.session_key for s in sessions]
@@ -374,9 +446,18 @@ class Bench:
 
     # Opening sockets across the workers.
 
-    async def open(self, servers: Servers, group: str, sessions: list[str], *, path: str | None = None,
-                   paths: list[str] | None = None, watch: bool = False, concurrency: int = 50,
-                   spread_servers: bool = True) -> dict:
+    async def open(
+        self,
+        servers: Servers,
+        group: str,
+        sessions: list[str],
+        *,
+        path: str | None = None,
+        paths: list[str] | None = None,
+        watch: bool = False,
+        concurrency: int = 50,
+        spread_servers: bool = True,
+    ) -> dict:
         """Open one socket per session (to path, or paths[i]), spread round-robin over workers and servers."""
         parts: dict[tuple[int, int], list[tuple[str, str]]] = {}
         for i, key in enumerate(sessions):
@@ -386,9 +467,17 @@ class Bench:
             parts.setdefault((w, s), []).append((key, f"ws://{HOST}:{servers.ports[s]}{where}"))
         calls = []
         for (w, s), items in parts.items():
-            calls.append(self.workers[w].call("open", group=group, url=[u for _, u in items],
-                                              cookies=[k for k, _ in items], origin=servers.origin(s),
-                                              concurrency=concurrency, watch=watch))
+            calls.append(
+                self.workers[w].call(
+                    "open",
+                    group=group,
+                    url=[u for _, u in items],
+                    cookies=[k for k, _ in items],
+                    origin=servers.origin(s),
+                    concurrency=concurrency,
+                    watch=watch,
+                )
+            )
         replies = await asyncio.gather(*calls)
         opened = sum(r["opened"] for r in replies)
         failed = sum(r["failed"] for r in replies)
@@ -398,8 +487,13 @@ class Bench:
                 errors[key] = errors.get(key, 0) + value
         if failed:
             log(f"  {failed} of {len(sessions)} sockets failed to open: {errors}")
-        return {"opened": opened, "failed": failed, "errors": errors,
-                "first_ns": min(r["first_ns"] for r in replies), "last_ns": max(r["last_ns"] for r in replies)}
+        return {
+            "opened": opened,
+            "failed": failed,
+            "errors": errors,
+            "first_ns": min(r["first_ns"] for r in replies),
+            "last_ns": max(r["last_ns"] for r in replies),
+        }
 
     async def everyone(self, cmd: str, **args) -> list[dict]:
         return await asyncio.gather(*(w.call(cmd, **args) for w in self.workers))
@@ -423,8 +517,9 @@ class Bench:
         timeouts = 0
         for seq in range(messages):
             await self.workers[0].call("send", group="room", index=0, seq=str(seq))
-            got = await asyncio.gather(*(w.call("wait", seq=str(seq), expect=per_worker[i], timeout=10.0)
-                                         for i, w in enumerate(self.workers)))
+            got = await asyncio.gather(
+                *(w.call("wait", seq=str(seq), expect=per_worker[i], timeout=10.0) for i, w in enumerate(self.workers))
+            )
             if sum(g["got"] for g in got) < size:
                 timeouts += 1
             await asyncio.sleep(0.05)  # a pause between broadcasts, so that each one is measured alone
@@ -432,10 +527,17 @@ class Bench:
         latencies = sorted(x / 1e6 for s in stats for x in s["latencies_ns"])
         received = sum(s["received"] for s in stats)
         return self.record(
-            system=system.name, scenario="fanout", n=size - 1, processes=len(servers.ports), messages=messages,
-            p50_ms=round(percentile(latencies, 50), 2), p95_ms=round(percentile(latencies, 95), 2),
-            p99_ms=round(percentile(latencies, 99), 2), max_ms=round(latencies[-1], 2) if latencies else None,
-            lost=messages * size - received, broadcasts_timed_out=timeouts,
+            system=system.name,
+            scenario="fanout",
+            n=size - 1,
+            processes=len(servers.ports),
+            messages=messages,
+            p50_ms=round(percentile(latencies, 50), 2),
+            p95_ms=round(percentile(latencies, 95), 2),
+            p99_ms=round(percentile(latencies, 99), 2),
+            max_ms=round(latencies[-1], 2) if latencies else None,
+            lost=messages * size - received,
+            broadcasts_timed_out=timeouts,
             errors=merge_counts(s["errors"] for s in stats),
         )
 
@@ -451,8 +553,12 @@ class Bench:
             per_worker.setdefault(k % len(self.workers), []).append(1 + k // len(self.workers))
         profiler = self.start_profiler(system, servers, seconds) if self.args.py_spy else None
         cpu_server, cpu_generator = servers.cpu_seconds(), self.generator_cpu_seconds()
-        floods = await asyncio.gather(*(self.workers[w].call("flood", group="room", senders=idx, seconds=seconds)
-                                        for w, idx in per_worker.items()))
+        floods = await asyncio.gather(
+            *(
+                self.workers[w].call("flood", group="room", senders=idx, seconds=seconds)
+                for w, idx in per_worker.items()
+            )
+        )
         sent = sum(f["sent"] - f["refused"] for f in floods)
         expected = sent * size
         # Wait for the tail: stop when everything arrived or nothing moved for 3 s.
@@ -474,13 +580,23 @@ class Bench:
         if profiler is not None:
             self.finish_profiler(profiler)
         return self.record(
-            system=system.name, scenario="throughput", n=size, processes=len(servers.ports), senders=SENDERS,
-            seconds=seconds, messages=sent, deliveries=received,
-            deliveries_per_s=round(received / max(1e-9, (last - first) / 1e9)), lost=expected - received,
-            p50_ms=round(percentile(latencies, 50), 2), p99_ms=round(percentile(latencies, 99), 2),
-            server_cpu_s=round(cpu_server, 2), generator_cpu_s=round(cpu_generator, 2),
+            system=system.name,
+            scenario="throughput",
+            n=size,
+            processes=len(servers.ports),
+            senders=SENDERS,
+            seconds=seconds,
+            messages=sent,
+            deliveries=received,
+            deliveries_per_s=round(received / max(1e-9, (last - first) / 1e9)),
+            lost=expected - received,
+            p50_ms=round(percentile(latencies, 50), 2),
+            p99_ms=round(percentile(latencies, 99), 2),
+            server_cpu_s=round(cpu_server, 2),
+            generator_cpu_s=round(cpu_generator, 2),
             server_us_per_delivery=round(cpu_server * 1e6 / received, 1) if received else None,
-            ack_timeouts=sum(f["ack_timeouts"] for f in floods), refused=sum(f["refused"] for f in floods),
+            ack_timeouts=sum(f["ack_timeouts"] for f in floods),
+            refused=sum(f["refused"] for f in floods),
             errors=merge_counts(s["errors"] for s in stats),
         )
 
@@ -500,16 +616,25 @@ class Bench:
             opened = 0
             for n in self.profile["memory"]:
                 # Rooms of 10, so that the room presence frames of a crowd joining one room stay out of it.
-                paths = None if system.kind == "floor" else [f"/ws/chat/{IDLE_ROOM}-{i // 10}/" for i in range(opened, n)]
+                paths = (
+                    None if system.kind == "floor" else [f"/ws/chat/{IDLE_ROOM}-{i // 10}/" for i in range(opened, n)]
+                )
                 result = await self.open(servers, "idle", keys[opened:n], paths=paths, concurrency=25)
                 opened = n
                 await self.settle(3.0, servers=servers)
                 rss = servers.rss()
                 stats = await self.everyone("stats", latencies=False)
                 still_open = sum(s["open"].get("idle", 0) for s in stats)
-                self.record(system=system.name, scenario="memory", n=n, rss_base_mib=round(base / 1024, 1),
-                            rss_mib=round(rss / 1024, 1), kib_per_socket=round((rss - base) / max(1, still_open), 1),
-                            failed=result["failed"], open_after=still_open)
+                self.record(
+                    system=system.name,
+                    scenario="memory",
+                    n=n,
+                    rss_base_mib=round(base / 1024, 1),
+                    rss_mib=round(rss / 1024, 1),
+                    kib_per_socket=round((rss - base) / max(1, still_open), 1),
+                    failed=result["failed"],
+                    open_after=still_open,
+                )
             if self.args.tracemalloc:
                 servers.processes[0].send_signal(signal.SIGUSR1)
                 deadline = time.monotonic() + 120
@@ -548,7 +673,7 @@ class Bench:
             opened = 1
             points = sorted(set(self.profile["fanout"]) | {THROUGHPUT_N})
             for n in points:
-                await self.open(servers, "room", keys[opened:n + 1], concurrency=25)
+                await self.open(servers, "room", keys[opened : n + 1], concurrency=25)
                 opened = n + 1
                 await self.settle(servers=servers)
                 if n in self.profile["fanout"]:
@@ -570,14 +695,16 @@ class Bench:
             await self.settle(1.0, servers=servers)
             await self.everyone("arm", tag="storm")
             profiler = self.start_profiler(system, servers, 8, "storm") if self.args.py_spy else None
-            result = await self.open(servers, "storm", keys[watchers_n:watchers_n + n], path="/ws/presence/",
-                                     concurrency=100)
+            result = await self.open(
+                servers, "storm", keys[watchers_n : watchers_n + n], path="/ws/presence/", concurrency=100
+            )
             expected = watchers_n + result["opened"]
             deadline = time.monotonic() + 15
             watchers: list[dict] = []
             while time.monotonic() < deadline:
-                watchers = [w for reply in await self.everyone("watch_stats", group="watchers")
-                            for w in reply["watchers"]]
+                watchers = [
+                    w for reply in await self.everyone("watch_stats", group="watchers") for w in reply["watchers"]
+                ]
                 if watchers and all(w["diffs"] and w["diffs"][-1][1] == expected for w in watchers):
                     break
                 await asyncio.sleep(0.2)
@@ -597,9 +724,16 @@ class Bench:
             storm_s = (result["last_ns"] - result["first_ns"]) / 1e9
             known = [d for d in delays if d is not None]
             self.record(
-                system=system.name, scenario="storm", n=n, watchers=len(watchers), opened=result["opened"],
-                failed=result["failed"], connect_s=round(storm_s, 2), expected_count=expected,
-                watchers_right=len(known), right_after_last_connect_s=round(max(known), 3) if known else None,
+                system=system.name,
+                scenario="storm",
+                n=n,
+                watchers=len(watchers),
+                opened=result["opened"],
+                failed=result["failed"],
+                connect_s=round(storm_s, 2),
+                expected_count=expected,
+                watchers_right=len(known),
+                right_after_last_connect_s=round(max(known), 3) if known else None,
                 frames_per_watcher=max(frames) if frames else None,
                 min_gap_s=round(min(g for g in min_gaps if g is not None), 3) if any(min_gaps) else None,
                 frames_per_250ms=round(max(rates), 2) if rates else None,
@@ -616,7 +750,7 @@ class Bench:
             keys = self.sessions
             await self.open(servers, "room", keys[:1], spread_servers=False)
             await self.workers[0].call("mark_sender", group="room", index=0)
-            await self.open(servers, "room", keys[1:THROUGHPUT_N + 1], concurrency=25)
+            await self.open(servers, "room", keys[1 : THROUGHPUT_N + 1], concurrency=25)
             await self.settle(servers=servers)
             await self.fanout(system, servers, THROUGHPUT_N, note="x2")
             await self.throughput(system, servers, note="x2")
@@ -627,16 +761,32 @@ class Bench:
 
     # Profiling the server under load, with py-spy.
 
-    def start_profiler(self, system: System, servers: Servers, seconds: float,
-                       what: str = "throughput") -> subprocess.Popen | None:
+    def start_profiler(
+        self, system: System, servers: Servers, seconds: float, what: str = "throughput"
+    ) -> subprocess.Popen | None:
         py_spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         if not Path(py_spy).exists():
             log("  py-spy is not installed; no profile")
             return None
         out = self.run_dir / f"profile-{system.name}-{what}-{len(servers.ports)}p.txt"
-        return self.processes.start([py_spy, "record", "-p", str(servers.processes[0].pid), "-d", str(int(seconds)),
-                                     "-r", "200", "-f", "raw", "-o", str(out)], env=dict(os.environ),
-                                    log_path=self.run_dir / "py-spy.log")
+        return self.processes.start(
+            [
+                py_spy,
+                "record",
+                "-p",
+                str(servers.processes[0].pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            env=dict(os.environ),
+            log_path=self.run_dir / "py-spy.log",
+        )
 
     def finish_profiler(self, profiler: subprocess.Popen) -> None:
         try:
@@ -704,9 +854,13 @@ def machine() -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": {
-            "django": django.__version__, "channels": channels.__version__,
-            "channels-redis": channels_redis.__version__, "daphne": daphne.__version__,
-            "uvicorn": uvicorn.__version__, "websockets": websockets.__version__, "redis-py": redis.__version__,
+            "django": django.__version__,
+            "channels": channels.__version__,
+            "channels-redis": channels_redis.__version__,
+            "daphne": daphne.__version__,
+            "uvicorn": uvicorn.__version__,
+            "websockets": websockets.__version__,
+            "redis-py": redis.__version__,
             "redis-server": next((w.split("=")[1] for w in redis_version if w.startswith("v=")), "?"),
         },
         "load_before": os.getloadavg(),
@@ -718,14 +872,26 @@ def main() -> None:
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--systems", default="", help="comma-separated names (default: all of the profile)")
     parser.add_argument("--scenarios", default="memory,fanout,storm,scale")
-    parser.add_argument("--whole", default=APP_DEFAULT, type=lambda v: v.split(","),
-                        help="systems whose presence storm and scale-out are measured too")
+    parser.add_argument(
+        "--whole",
+        default=APP_DEFAULT,
+        type=lambda v: v.split(","),
+        help="systems whose presence storm and scale-out are measured too",
+    )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="memory census of the stand-in servers (bench/standin.py) in the memory scenario")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="memory census of the stand-in servers (bench/standin.py) in the memory scenario",
+    )
     parser.add_argument("--py-spy", action="store_true", help="profile the first server during throughput")
-    parser.add_argument("--env", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1)),
-                        help="KEY=VALUE for every server (repeatable)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        help="KEY=VALUE for every server (repeatable)",
+    )
     parser.add_argument("--results", default=str(BASE_DIR / "docs" / "benchmarks.jsonl"))
     parser.add_argument("--append", action="store_true", help="add to the results file instead of replacing it")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")

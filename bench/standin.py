@@ -37,8 +37,12 @@ class RoomConsumer(SocketConsumer):
         body = frame.get("body")
         if not isinstance(body, str):
             raise protocol.ProtocolError(protocol.INVALID, "A message needs a string body.")
-        message = {"type": "chat.message", "username": self.scope["user"].username, "body": body,
-                   "client_id": frame.get("client_id")}
+        message = {
+            "type": "chat.message",
+            "username": self.scope["user"].username,
+            "body": body,
+            "client_id": frame.get("client_id"),
+        }
         await self.channel_layer.group_send(self.joined[0], protocol.forward_event(message))
 
 

@@ -28,4 +28,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def chat_message(self, event):
-        await self.send(text_data=json.dumps({"type": "chat.message", "body": event["body"], "username": event["username"]}))
+        await self.send(
+            text_data=json.dumps({"type": "chat.message", "body": event["body"], "username": event["username"]})
+        )
