@@ -9,8 +9,10 @@ PORT ?= 8000
 # of 1,000 users is about 90 KB), so it is 1 MiB here, and the consumer closes
 # with 1009 any client frame over 64 KiB.
 WEBSOCKET_TIMEOUT ?= 86400
+# No --proxy-headers here: `make run` faces clients directly, so X-Forwarded-For
+# would be theirs to forge (the stack and the image run behind nginx and set it).
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
-	--websocket-max-message-size 1048576 --proxy-headers
+	--websocket-max-message-size 1048576
 
 .PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean bench bench-full
 

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from presence.testing import ORIGIN, LiveServer, RedisServer, session_cookie
+from presence.testing import ORIGIN, SOCKET_ENDPOINTS, LiveServer, RedisServer, session_cookie
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -85,6 +85,20 @@ def layer(request, settings) -> Iterator[str]:
 def password_hashes() -> dict[str, str]:
     """Hashing a password costs about 0.3 s by design: hash each test password once per run."""
     return {}
+
+
+CHAT_ENDPOINT = "/ws/chat/hostile-input/"
+
+
+@pytest.fixture(params=[*SOCKET_ENDPOINTS, CHAT_ENDPOINT])
+def endpoint(request) -> str:
+    """Each WebSocket endpoint path in turn, for tests of what every socket must withstand."""
+    if request.param == CHAT_ENDPOINT:
+        from chat.models import Room
+
+        request.getfixturevalue("transactional_db")
+        Room.objects.get_or_create(slug="hostile-input", defaults={"title": "Hostile input"})
+    return request.param
 
 
 @pytest.fixture

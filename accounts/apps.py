@@ -6,9 +6,13 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.contrib.auth.signals import user_logged_in, user_logged_out
+        from axes.signals import user_locked_out
+        from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
         from accounts import signals
 
         user_logged_in.connect(signals.record_login, dispatch_uid="accounts.record_login")
         user_logged_out.connect(signals.record_logout, dispatch_uid="accounts.record_logout")
+        user_login_failed.connect(signals.log_login_failed, dispatch_uid="accounts.log_login_failed")
+        user_locked_out.connect(signals.log_lockout, dispatch_uid="accounts.log_lockout")
+        signals.password_changed.connect(signals.record_password_change, dispatch_uid="accounts.password_change")

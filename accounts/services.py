@@ -20,3 +20,18 @@ def logged_in_user_forget(*, user: AbstractBaseUser | None, session_key: str | N
         return 0
     deleted, _ = LoggedInUser.objects.filter(user=user, session_key__isnull=True).delete()
     return deleted
+
+
+def logged_in_user_password_changed(*, user: AbstractBaseUser, old_session_key: str | None, new_session_key: str | None) -> int:
+    """Keep the session that changed the password (under its new key); forget the user's others.
+
+    The other sessions no longer match the password hash, so Django logs them
+    out at their next request: they are no longer logged in.
+    """
+    others = LoggedInUser.objects.filter(user=user)
+    if new_session_key:
+        if old_session_key:
+            LoggedInUser.objects.filter(session_key=old_session_key).update(session_key=new_session_key)
+        others = others.exclude(session_key=new_session_key)
+    forgotten, _ = others.delete()
+    return forgotten

@@ -1,6 +1,18 @@
-"""Receivers for Django's auth signals: adapters that call a service."""
+"""Receivers for Django's auth signals: adapters that call a service; and the signals accounts sends."""
 
-from accounts.services import logged_in_user_forget, logged_in_user_record
+import logging
+
+from django.dispatch import Signal
+
+from accounts.services import logged_in_user_forget, logged_in_user_password_changed, logged_in_user_record
+
+logger = logging.getLogger("accounts.security")
+
+# Sent after a password change (the accounts page, the admin), once the session
+# that changed it holds its new key: user, request, old_session_key, and
+# new_session_key (None when someone else's password was changed: none of the
+# user's sessions is kept).
+password_changed = Signal()
 
 
 def _session_key(request) -> str | None:
@@ -16,3 +28,20 @@ def record_login(sender, user, request=None, **kwargs) -> None:
 def record_logout(sender, user=None, request=None, **kwargs) -> None:
     """Called before the session is flushed, so its key is still readable."""
     logged_in_user_forget(user=user, session_key=_session_key(request))
+
+
+def record_password_change(sender, user, old_session_key=None, new_session_key=None, **kwargs) -> None:
+    """Called after a password change: the user's other sessions are logged out."""
+    logged_in_user_password_changed(user=user, old_session_key=old_session_key, new_session_key=new_session_key)
+
+
+def log_lockout(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
+    """Called by django-axes when a user name is locked out at an address; never logs the password."""
+    logger.warning("log-in locked out: reason=too many failed attempts user=%r address=%s", username, ip_address)
+
+
+def log_login_failed(sender, credentials=None, request=None, **kwargs) -> None:
+    """Called on each failed log-in; Django has already masked the password in credentials."""
+    username = (credentials or {}).get("username")
+    address = getattr(request, "META", {}).get("REMOTE_ADDR") if request is not None else None
+    logger.info("log-in failed: reason=bad credentials user=%r address=%s", username, address)

@@ -368,9 +368,11 @@ class Bench:
             SECRET_KEY=self.secret_key,
             ALLOWED_HOSTS="127.0.0.1,localhost",
             SECURE_SSL_REDIRECT="0",
-            # The throughput senders send flat out: lift the per-user chat rate limit.
+            # The throughput senders send flat out: lift the per-user chat and per-socket frame rate limits.
             CHAT_RATE_BURST="1000000",
             CHAT_RATE_PER_MINUTE="1000000000",
+            SOCKET_FRAME_RATE="1000000",
+            SOCKET_FRAME_BURST="1000000",
         )
         env.update(self.args.env)
         self.base_env = env

@@ -14,6 +14,7 @@ from chat import protocol
 from chat.models import Room
 from chat.selectors import room_by_slug, room_history, room_messages_after, room_presence
 from chat.services import message_post
+from presence import metrics
 from presence import protocol as base
 from presence.models import Connection
 from presence.protocol import ProtocolError
@@ -89,6 +90,7 @@ class ChatConsumer(SocketConsumer):
             await _publish_room_presence(self.room, self.channel_layer)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
+        client_id = protocol.client_id_echo(frame.get("client_id"))
         try:
             message, new = await database_sync_to_async(message_post)(
                 room=self.chat_room, user=self.scope["user"], body=frame.get("body"), client_id=frame.get("client_id")
@@ -99,18 +101,24 @@ class ChatConsumer(SocketConsumer):
                 if self.rate_strikes > settings.CHAT_FLOOD_CLOSE_AFTER:
                     await self.close(code=base.CLOSE_POLICY_VIOLATION)
                     return
+            error.client_id = client_id
             raise
         except DatabaseError:
             logger.exception("chat message in %s could not be stored", self.room)
-            raise ProtocolError(base.UNAVAILABLE, "The message was not stored; send it again.") from None
+            raise ProtocolError(
+                base.UNAVAILABLE, "The message was not stored; send it again.", client_id=client_id
+            ) from None
         self.rate_strikes = 0
         if not new:
             # A retry: the room has it already; only the sender hears it again.
             await self.send_frame(message)
             return
+        metrics.MESSAGES_STORED.inc()
         try:
             await self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(message))
+            metrics.MESSAGES_BROADCAST.inc()
         except Exception:
+            metrics.LAYER_ERRORS.labels("chat_message").inc()
             logger.exception("chat message %s could not be broadcast", message["id"])
             # Stored all the same: acknowledge it; the others resync on reconnect.
             await self.send_frame(message)

@@ -32,6 +32,18 @@ def slug_is_valid(slug: str) -> bool:
     return _SLUG.fullmatch(slug) is not None
 
 
+_CLIENT_ID = re.compile(f"[A-Za-z0-9._:-]{{1,{CLIENT_ID_MAX_CHARS}}}")
+
+
+def client_id_is_valid(client_id: object) -> bool:
+    return isinstance(client_id, str) and _CLIENT_ID.fullmatch(client_id) is not None
+
+
+def client_id_echo(client_id: object) -> str | None:
+    """The client_id to name in an error about a chat.message: only a well-formed one, else None."""
+    return client_id if client_id_is_valid(client_id) else None
+
+
 def room_group(slug: str) -> str:
     """The layer group of a room; only ever built from a validated slug."""
     if not slug_is_valid(slug):

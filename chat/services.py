@@ -1,7 +1,6 @@
 """Chat writes: rooms, messages, moderation. Broadcasts go out only after the data is committed."""
 
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -23,8 +22,6 @@ from presence.models import Connection
 from presence.protocol import ProtocolError
 
 logger = logging.getLogger(__name__)
-
-_CLIENT_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{protocol.CLIENT_ID_MAX_CHARS}}}")
 
 
 def body_clean(body: Any) -> str:
@@ -48,7 +45,7 @@ def client_id_clean(client_id: Any) -> str:
     """The client's id for a message, or a fresh one when it sent none."""
     if client_id is None:
         return uuid.uuid4().hex
-    if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+    if not protocol.client_id_is_valid(client_id):
         raise ProtocolError(
             base.INVALID, f"'client_id' must be 1 to {protocol.CLIENT_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -"
         )

@@ -2,11 +2,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from accounts.signals import password_changed
 from presence.models import Connection, UserPresence
 
 User = get_user_model()
@@ -42,6 +44,23 @@ class PresenceUserAdmin(UserAdmin):
         cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL)
         live = Connection.objects.filter(user_id=OuterRef("pk"), heartbeat_at__gte=cutoff)
         return super().get_queryset(request).annotate(is_online=Exists(live))
+
+    def user_change_password(self, request, id, form_url=""):
+        """Django's admin password form; a change ends the user's sessions (but the admin's own)."""
+        old_session_key = request.session.session_key
+        response = super().user_change_password(request, id, form_url)
+        # Success redirects to the user's page; a conflicting form back to this one.
+        if request.method == "POST" and response.status_code == 302 and response.url != request.get_full_path():
+            user = self.get_object(request, unquote(id))
+            own = user is not None and user.pk == request.user.pk
+            password_changed.send(
+                sender=type(self),
+                user=user,
+                request=request,
+                old_session_key=old_session_key if own else None,
+                new_session_key=request.session.session_key if own else None,
+            )
+        return response
 
     @admin.display(boolean=True, ordering="-is_online")
     def online(self, user) -> bool:

@@ -8,6 +8,8 @@ class PresenceConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
+        from accounts.signals import password_changed
         from presence import checks, signals  # noqa: F401  (checks register themselves)
 
         user_logged_out.connect(signals.close_session_sockets, dispatch_uid="presence.close_session_sockets")
+        password_changed.connect(signals.close_other_sessions_sockets, dispatch_uid="presence.close_other_sessions")

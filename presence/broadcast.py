@@ -7,14 +7,14 @@ from presence import protocol
 from presence.services import session_channels, user_channels
 
 
-def _close_channels(channel_names: list[str]) -> int:
+def _close_channels(channel_names: list[str], reason: str) -> int:
     layer = get_channel_layer()
     if layer is None or not channel_names:
         return 0
 
     async def send_all() -> None:
         for name in channel_names:
-            await layer.send(name, {"type": protocol.EVENT_SESSION_END})
+            await layer.send(name, protocol.session_end_event(reason))
 
     async_to_sync(send_all)()
     return len(channel_names)
@@ -22,9 +22,9 @@ def _close_channels(channel_names: list[str]) -> int:
 
 def session_sockets_close(*, session_key: str) -> int:
     """Close, with 4000, every socket opened with this session; return how many were told."""
-    return _close_channels(session_channels(session_key=session_key))
+    return _close_channels(session_channels(session_key=session_key), "logged out")
 
 
-def user_sockets_close(*, user_id: int) -> int:
-    """Close, with 4000, every socket of this user on every process."""
-    return _close_channels(user_channels(user_id=user_id))
+def user_sockets_close(*, user_id: int, except_session_key: str | None = None, reason: str = "session ended") -> int:
+    """Close, with 4000, every socket of this user on every process, but those of one session if given."""
+    return _close_channels(user_channels(user_id=user_id, except_session_key=except_session_key), reason)

@@ -26,6 +26,20 @@ def presence_timings(app_configs, **kwargs):
         problems.append(Error("PRESENCE_COALESCE_WINDOW must be at most 0.25 s.", id="presence.E003"))
     if settings.PRESENCE_LEAVE_GRACE > 2:
         problems.append(Error("PRESENCE_LEAVE_GRACE must be at most 2 s (leaves are due within 3 s).", id="presence.E004"))
+    if (
+        settings.SOCKET_FRAME_RATE <= 0
+        or settings.SOCKET_FRAME_BURST < 1
+        or settings.SOCKET_FLOOD_STRIKES < 0
+        or settings.SOCKET_MAX_PER_USER < 1
+        or settings.SOCKET_SESSION_CHECK_INTERVAL <= 0
+    ):
+        problems.append(
+            Error(
+                "SOCKET_FRAME_RATE and SOCKET_SESSION_CHECK_INTERVAL must be positive, SOCKET_FRAME_BURST and "
+                "SOCKET_MAX_PER_USER at least 1, SOCKET_FLOOD_STRIKES at least 0.",
+                id="presence.E006",
+            )
+        )
     if settings.CHANNEL_GROUP_EXPIRY < settings.WEBSOCKET_TIMEOUT:
         problems.append(
             Error(

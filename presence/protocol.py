@@ -4,6 +4,7 @@ docs/protocol.md describes the same in prose; consumers never assemble frames in
 """
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,12 +53,17 @@ EVENT_SESSION_END = "session.end"
 
 
 class ProtocolError(Exception):
-    """A frame that can't be accepted; answered with an error frame, socket open."""
+    """A frame that can't be accepted; answered with an error frame, socket open.
 
-    def __init__(self, code: str, detail: str) -> None:
+    client_id, when set, names the refused chat.message in the error frame, so
+    that a client with several messages in flight knows which one failed.
+    """
+
+    def __init__(self, code: str, detail: str, *, client_id: str | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.client_id = client_id
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -86,8 +92,11 @@ def decode_frame(text: str) -> dict[str, Any]:
     return frame
 
 
-def error_frame(code: str, detail: str) -> dict[str, Any]:
-    return {"type": ERROR, "code": code, "detail": detail}
+def error_frame(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": ERROR, "code": code, "detail": detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
 def pong_frame() -> dict[str, Any]:
@@ -126,6 +135,48 @@ def tab_state(frame: dict[str, Any]) -> bool:
     return state == TAB_IDLE
 
 
+def session_end_event(reason: str) -> dict[str, Any]:
+    """A layer event that closes one socket with 4000; the reason is only logged."""
+    return {"type": EVENT_SESSION_END, "reason": reason}
+
+
 def forward_event(frame: dict[str, Any], *, skip: str | None = None) -> dict[str, Any]:
     """A layer event carrying a frame serialized once for every receiver."""
     return {"type": EVENT_FORWARD, "text": dumps(frame), "skip": skip}
+
+
+# Characters refused in user text. Control characters other than tab and line
+# breaks (NUL among them: PostgreSQL cannot store it, SQLite can, so refusing
+# it keeps both databases alike), and the explicit bidirectional embeddings,
+# overrides and isolates, which can make text display differently from what it
+# holds ("Trojan Source"). Right-to-left letters themselves are welcome.
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Visible-content test: text made only of these is as good as empty.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Me", "Zs", "Zl", "Zp", "Cc"})
+
+
+def clean_text(value: Any, *, max_chars: int, min_chars: int = 1, field: str = "body") -> str:
+    """Validate user text from a frame; return it trimmed, else raise ProtocolError (invalid).
+
+    Lengths count Unicode code points, so a 4-byte emoji is one character.
+    Valid text is returned unchanged apart from the trim (no normalization:
+    combining marks, zero-width joiners and emoji are stored byte-exact).
+    """
+    if not isinstance(value, str):
+        raise ProtocolError(INVALID, f"'{field}' must be a string.")
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            raise ProtocolError(INVALID, f"'{field}' holds a lone surrogate, which is not text.")
+        if char in _BIDI_CONTROLS:
+            raise ProtocolError(INVALID, f"'{field}' holds a bidirectional override or isolate character.")
+        if char not in _ALLOWED_CONTROLS and unicodedata.category(char) == "Cc":
+            raise ProtocolError(INVALID, f"'{field}' holds a control character (U+{ord(char):04X}).")
+    text = value.strip()
+    if len(text) > max_chars:
+        raise ProtocolError(INVALID, f"'{field}' is longer than {max_chars} characters.")
+    if len(text) < min_chars or (
+        min_chars > 0 and all(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
+    ):
+        raise ProtocolError(INVALID, f"'{field}' is empty.")
+    return text

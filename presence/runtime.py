@@ -19,7 +19,15 @@ from django.conf import settings
 
 from presence import metrics, protocol
 from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
-from presence.services import Join, Leave, StateChange, Transition, connection_heartbeat, presence_sweep
+from presence.services import (
+    Join,
+    Leave,
+    StateChange,
+    Transition,
+    connection_heartbeat,
+    connection_sessions_ended,
+    presence_sweep,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class PresenceHub:
         self.flush_task: asyncio.Task | None = None
         self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
+        self.session_check_task: asyncio.Task | None = None
         # The latest snapshot frame, serialized, and when its query started (time.monotonic()).
         self.snapshot: tuple[float, str] | None = None
         self.snapshot_task: asyncio.Task | None = None
@@ -74,6 +83,8 @@ class PresenceHub:
         self.sockets += 1
         if self.heartbeat_task is None:
             self.heartbeat_task = self.loop.create_task(self._heartbeat())
+        if self.session_check_task is None:
+            self.session_check_task = self.loop.create_task(self._session_check())
 
     def socket_closed(self) -> None:
         self.sockets = max(0, self.sockets - 1)
@@ -140,6 +151,24 @@ class PresenceHub:
                 await asyncio.sleep(settings.PRESENCE_HEARTBEAT_INTERVAL)
         finally:
             self.heartbeat_task = None
+
+    async def _session_check(self) -> None:
+        # A session that expires fires no signal, and one deleted by an admin or
+        # `clearsessions` fires none either: look for them, one query per round.
+        try:
+            while self.sockets > 0:
+                await asyncio.sleep(settings.SOCKET_SESSION_CHECK_INTERVAL)
+                try:
+                    ended = await database_sync_to_async(connection_sessions_ended)(server=SERVER_ID)
+                    if ended:
+                        logger.info("closing %d sockets whose session expired or was deleted", len(ended))
+                        layer = get_channel_layer()
+                        for channel_name in ended:
+                            await layer.send(channel_name, protocol.session_end_event("session expired or deleted"))
+                except Exception:
+                    logger.exception("session check failed; trying again next interval")
+        finally:
+            self.session_check_task = None
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceHub]" = weakref.WeakKeyDictionary()

@@ -12,7 +12,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from presence.models import Connection, UserPresence
@@ -43,6 +43,10 @@ class StateChange:
 
 class SessionEnded(Exception):
     """The socket's session was logged out before the socket could be registered."""
+
+
+class TooManySockets(Exception):
+    """The user already holds SOCKET_MAX_PER_USER live sockets."""
 
 
 def _live_cutoff(now: datetime) -> datetime:
@@ -82,6 +86,10 @@ def connection_open(
     # online_since with no socket left means a leave is pending its grace
     # period (a page reload): the user never went offline, so no join.
     had_live = presence.online_since is not None and not stale
+    # Counted under the user's lock, so two handshakes on two processes cannot
+    # both take the last place.
+    if Connection.objects.filter(user_id=user.pk).count() >= settings.SOCKET_MAX_PER_USER:
+        raise TooManySockets(user.pk)
     Connection.objects.create(
         channel_name=channel_name,
         user_id=user.pk,
@@ -202,6 +210,33 @@ def session_channels(*, session_key: str) -> list[str]:
     return list(Connection.objects.filter(session_key=session_key).values_list("channel_name", flat=True))
 
 
-def user_channels(*, user_id: int) -> list[str]:
-    """The channel names of every socket of one user."""
-    return list(Connection.objects.filter(user_id=user_id).values_list("channel_name", flat=True))
+def user_channels(*, user_id: int, except_session_key: str | None = None) -> list[str]:
+    """The channel names of every socket of one user, but those of one session if given."""
+    connections = Connection.objects.filter(user_id=user_id)
+    if except_session_key:
+        connections = connections.exclude(session_key=except_session_key)
+    return list(connections.values_list("channel_name", flat=True))
+
+
+def connection_session_rekey(*, old_session_key: str, new_session_key: str) -> int:
+    """Follow a session whose key was cycled (a password change keeps the session, new key)."""
+    if not old_session_key or not new_session_key or old_session_key == new_session_key:
+        return 0
+    return Connection.objects.filter(session_key=old_session_key).update(session_key=new_session_key)
+
+
+def connection_sessions_ended(*, server: str) -> list[str]:
+    """The channel names of one process's sockets whose session expired or was deleted.
+
+    One query with the database session engines; other engines are asked once
+    per distinct session.
+    """
+    connections = Connection.objects.filter(server=server).exclude(session_key="")
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    get_model = getattr(store, "get_model_class", None)
+    if get_model is not None:
+        live = get_model().objects.filter(session_key=OuterRef("session_key"), expire_date__gt=timezone.now())
+        return list(connections.exclude(Exists(live)).values_list("channel_name", flat=True))
+    rows = list(connections.values_list("channel_name", "session_key"))
+    ended = {key for key in {key for _, key in rows} if not store().exists(key)}
+    return [channel for channel, key in rows if key in ended]

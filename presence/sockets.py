@@ -15,6 +15,7 @@ from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
 from presence.services import (
     SessionEnded,
+    TooManySockets,
     connection_close,
     connection_open,
     connection_state_set,
@@ -44,26 +45,41 @@ class SocketConsumer(AsyncWebsocketConsumer):
     # frames wait here, so that a client always gets its snapshot first.
     held: list[str] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per-socket flood control: a token bucket of frames and a count of
+        # frames refused since the client last paused. Per socket, so it lives
+        # with the socket; per-user limits that span processes belong in
+        # shared storage instead.
+        self.frame_tokens = float(settings.SOCKET_FRAME_BURST)
+        self.frame_refill_at = time.monotonic()
+        self.flood_strikes = 0
+        # Set once the server decided to close: frames still queued are ignored.
+        self.closing = False
+
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
+            await self.close_with(protocol.CLOSE_NOT_LOGGED_IN, "not logged in")
             return
         refusal = await self.refusal()
         if refusal is not None:
-            await self.close(code=refusal)
+            await self.close_with(refusal, "refused by the endpoint")
             return
         self.held = []
         try:
             await self.register(user)
         except SessionEnded:
-            await self.close(code=protocol.CLOSE_NOT_LOGGED_IN)
+            await self.close_with(protocol.CLOSE_NOT_LOGGED_IN, "session ended before registration")
+            return
+        except TooManySockets:
+            await self.close_with(protocol.CLOSE_TOO_MANY_SOCKETS, "too many sockets for this user")
             return
         except Exception:
             logger.exception("%s socket could not be registered", self.endpoint)
-            await self.close(code=protocol.CLOSE_TRY_AGAIN_LATER)
+            await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "registration failed")
             return
         await self.opened()
         held, self.held = self.held, None
@@ -100,9 +116,11 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 room=self.room,
             )
         except BaseException:
-            # A refused socket must not stay in its groups.
+            # A refused socket must not stay in the groups (disconnect() only
+            # cleans up registered sockets).
             for group in self.joined:
                 await self.group_leave(group)
+            self.joined = ()
             raise
         self.registered = True
         self.registered_at = time.monotonic()
@@ -160,13 +178,23 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each client frame: decode, look up its handler, answer errors in-band."""
+        if self.closing:
+            return
+        if not self.within_frame_rate():
+            self.flood_strikes += 1
+            if self.flood_strikes > settings.SOCKET_FLOOD_STRIKES:
+                await self.close_with(protocol.CLOSE_POLICY_VIOLATION, "kept flooding after rate_limited")
+                return
+            self.log_refused_frame(protocol.RATE_LIMITED)
+            await self.send_frame(protocol.error_frame(protocol.RATE_LIMITED, "Too many frames; slow down."))
+            return
         if text_data is None:
-            await self.close(code=protocol.CLOSE_UNSUPPORTED_DATA)
+            await self.close_with(protocol.CLOSE_UNSUPPORTED_DATA, "binary frame")
             return
         if len(text_data) > protocol.MAX_FRAME_CHARS // 4 and (
             len(text_data.encode("utf-8", "surrogatepass")) > protocol.MAX_FRAME_CHARS
         ):
-            await self.close(code=protocol.CLOSE_TOO_LARGE)
+            await self.close_with(protocol.CLOSE_TOO_LARGE, "frame over the size limit")
             return
         try:
             frame = protocol.decode_frame(text_data)
@@ -175,9 +203,53 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError(protocol.UNKNOWN_TYPE, "This endpoint does not take frames of that type.")
             await getattr(self, method)(frame)
         except ProtocolError as error:
-            metrics.FRAMES_REFUSED.labels(error.code).inc()
-            logger.info("frame refused", extra={**self.log_fields(), "reason": error.code})
-            await self.send_frame(protocol.error_frame(error.code, error.detail))
+            self.log_refused_frame(error.code)
+            await self.send_frame(protocol.error_frame(error.code, error.detail, error.client_id))
+
+    def within_frame_rate(self) -> bool:
+        """Take one frame from the socket's token bucket; False when it is empty."""
+        now = time.monotonic()
+        burst = float(settings.SOCKET_FRAME_BURST)
+        tokens = min(burst, self.frame_tokens + (now - self.frame_refill_at) * settings.SOCKET_FRAME_RATE)
+        self.frame_refill_at = now
+        if tokens >= burst:
+            # The client paused long enough to refill the whole burst: forgive it.
+            self.flood_strikes = 0
+        if tokens < 1:
+            self.frame_tokens = tokens
+            return False
+        self.frame_tokens = tokens - 1
+        return True
+
+    async def close_with(self, code: int, reason: str) -> None:
+        """Close the socket with a code the browser can read, and log why (never the frame)."""
+        self.closing = True
+        logger.info(
+            "closing %s socket: code=%s reason=%s user=%s address=%s",
+            self.endpoint, code, reason, self.who(), self.address(),
+            extra={**self.log_fields(), "code": code, "reason": reason},
+        )
+        await self.close(code=code)
+        # Forget the socket now rather than when the client acknowledges the
+        # close, which a hostile or dead client may never do.
+        await self.disconnect(code)
+
+    def log_refused_frame(self, code: str) -> None:
+        metrics.FRAMES_REFUSED.labels(code).inc()
+        logger.info(
+            "refused %s frame: reason=%s user=%s address=%s", self.endpoint, code, self.who(), self.address(),
+            extra={**self.log_fields(), "reason": code},
+        )
+
+    def who(self) -> str:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return "anonymous"
+        return f"{user.get_username()}#{user.pk}"
+
+    def address(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else "-"
 
     def log_fields(self) -> dict[str, Any]:
         """Who and where, for log lines; never a body, cookie or session key."""
@@ -231,7 +303,5 @@ class SocketConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["text"])
 
     async def session_end(self, event: dict[str, Any]) -> None:
-        """Called when this socket's session ended: log-out, password change, or an admin."""
-        await self.close(code=protocol.CLOSE_SESSION_ENDED)
-        # Forget the socket now rather than when the client acknowledges the close.
-        await self.disconnect(protocol.CLOSE_SESSION_ENDED)
+        """Called when this socket's session ended: log-out, password change, expiry, or an admin."""
+        await self.close_with(protocol.CLOSE_SESSION_ENDED, event.get("reason") or "session ended")

@@ -13,6 +13,41 @@ from presence_site.stack import RedisServer, free_port, stop_process, wait_for_p
 BASE_DIR = Path(__file__).resolve().parent.parent
 ORIGIN = "http://localhost"
 
+# Every WebSocket endpoint that the base consumer's protections must cover.
+# The abuse tests run once per entry (see the `endpoint` fixture in conftest.py);
+# an endpoint that needs something to exist first (a room) adds its set-up there.
+SOCKET_ENDPOINTS = ["/ws/presence/"]
+
+
+# Headless Chromium from Debian's package, with no calls home (the network is closed).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int:
+    """Skip the frames still queued for the socket; return the code it was closed with."""
+    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    return message["code"]
+
+
+async def answers_ping(communicator: WebsocketCommunicator) -> bool:
+    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
+    await communicator.send_json_to({"type": "ping"})
+    while True:
+        message = await communicator.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            return False
+        if message.get("text") == '{"type":"pong"}':
+            return True
+
 
 def session_cookie(user) -> tuple[Client, str]:
     """Log user in through Django's auth (signals included); return the client and session key."""

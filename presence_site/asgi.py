@@ -11,13 +11,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from presence import daphne_compat  # noqa: E402
+from presence.origin import allowed_hosts_origin_validator  # noqa: E402
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
+
+# Daphne would turn the protocol's 1003/1008/1009/1013 closes into 1011.
+daphne_compat.install()
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Channels' AllowedHostsOriginValidator, with each refused handshake logged.
+        "websocket": allowed_hosts_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

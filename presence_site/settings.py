@@ -8,6 +8,7 @@ every variable.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -109,6 +110,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
+    # Counts failed log-ins and locks out a user name at one address.
+    "axes",
     "accounts",
     "presence",
     "chat",
@@ -126,6 +130,16 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "presence_site.middleware.DatabaseUnavailableMiddleware",
+    "presence.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# The django-axes backend first: it refuses a locked-out user name before the
+# password is even checked; ModelBackend then does the checking.
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "presence_site.urls"
@@ -303,6 +317,51 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Brute-force log-in throttling (django-axes). A lockout is for one user name
+# at one address: an attacker cannot lock a user out from elsewhere, nor lock
+# out everyone behind a shared address (an office, a NAT) by guessing.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_HANDLER = "accounts.backends.RequestOptionalAxesHandler"
+# The address is REMOTE_ADDR. The run commands pass Daphne --proxy-headers,
+# which takes it from X-Forwarded-For: serve only behind a proxy that sets that
+# header, or a client could pick its own address (and its lockout).
+
+# Content-Security-Policy (django-csp): only this site's own scripts, styles,
+# images and sockets; no inline script or style, no framing. The middleware
+# adds this host's ws:/wss: origin to connect-src (see presence/middleware.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "manifest-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
+
+# Abuse limits for every WebSocket endpoint (presence/sockets.py). Each socket
+# may send SOCKET_FRAME_BURST frames at once and SOCKET_FRAME_RATE per second
+# sustained (pings included); frames over that get a rate_limited error, and a
+# socket that sends SOCKET_FLOOD_STRIKES of them without pausing is closed 1008.
+SOCKET_FRAME_RATE = env_float("SOCKET_FRAME_RATE", 10.0)
+SOCKET_FRAME_BURST = env_int("SOCKET_FRAME_BURST", 30)
+SOCKET_FLOOD_STRIKES = env_int("SOCKET_FLOOD_STRIKES", 10)
+# Open sockets per user across every process; the next one is closed with 4429.
+SOCKET_MAX_PER_USER = env_int("SOCKET_MAX_PER_USER", 10)
+# How often each process closes (4000) its sockets whose session expired or was deleted.
+SOCKET_SESSION_CHECK_INTERVAL = env_float("SOCKET_SESSION_CHECK_INTERVAL", 60.0)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "presence:index"
 LOGOUT_REDIRECT_URL = "login"
@@ -378,6 +437,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # django-axes logs every log-in at INFO; failures and lockouts are
+        # logged by accounts.security with the reason, user name and address.
+        "axes": {"level": "WARNING"},
     },
 }
 

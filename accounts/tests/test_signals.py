@@ -36,7 +36,7 @@ async def test_channels_login_and_logout_without_a_request(make_user):
     scope = {"session": SessionStore()}
     records = LoggedInUser.objects.filter(user=user)
     # Channels' login() and logout() send the auth signals with request=None.
-    await channels_login(scope, user)
+    await channels_login(scope, user, backend="django.contrib.auth.backends.ModelBackend")
     assert await records.filter(session_key__isnull=True).acount() == 1
     await channels_logout(scope)
     assert not await records.aexists()

@@ -1,80 +1,221 @@
-"""The room page in a real browser (Chromium through Playwright) against a real Daphne process."""
+"""The room page in a real Chromium, against live Daphne processes sharing Redis and the test database.
 
-import shutil
+Every wait is a Playwright expectation with a timeout; nothing sleeps.
+"""
+
+import re
 
 import pytest
+from playwright.sync_api import BrowserContext, Page, expect
 
-from chat.models import Room
-from presence.testing import live_cookie
+from chat.models import Message, Room
+from chat.services import message_post
+from presence.tests.test_browser import (  # noqa: F401  (fixtures shared with the presence page's tests)
+    DOCS_IMG,
+    RECORD_SENT_FRAMES,
+    browser,
+    live_env,
+    new_context,
+    online,
+    presence_page,
+    server,
+    set_hidden,
+)
 
-pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed: the browser tests need it (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+# Records the URL of every socket a page opens, in window.__sockets.
+RECORD_SOCKET_URLS = """
+window.__sockets = [];
+const Native = window.WebSocket;
+window.WebSocket = function (url, protocols) { window.__sockets.push(String(url)); return new Native(url, protocols); };
+window.WebSocket.prototype = Native.prototype;
+Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+"""
 
 
-def page_for(browser, server, cookie: str):
-    context = browser.new_context()
-    name, value = cookie.split("=", 1)
-    context.add_cookies([{"name": name, "value": value, "url": server.http}])
+def room_page(context: BrowserContext, slug: str = "lobby") -> Page:
+    """Open a room and wait until its socket is open."""
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(f"/chat/{slug}/")
+    expect(page.locator("html[data-connection=ok]")).to_have_count(1)
     return page
 
 
-def test_messages_render_as_text_live_with_typing_and_failed_sends_keep_the_text(
-    request, live_server_factory, make_user
-):
+def bodies(page: Page):
+    """The stored messages' bodies, in page order."""
+    return page.locator("#messages li[data-id] .message-body")
+
+
+def write(page: Page, text: str) -> None:
+    page.locator("#composer-body").fill(text)
+    page.locator("#composer-body").press("Enter")
+
+
+def test_messages_typing_and_html_like_text_show_live_as_text(live_server_factory, new_context, make_user):
+    server = live_server_factory(PRESENCE_IDLE_AFTER="1")
     Room.objects.create(slug="lobby", title="Lobby")
-    cookies = [live_cookie(make_user(name)) for name in ("alice", "bob")]
-    server = live_server_factory()
-    # Playwright runs an event loop in this thread: no ORM calls once it has started.
-    browser = request.getfixturevalue("browser")
-    alice, bob = (page_for(browser, server, cookie) for cookie in cookies)
-    for page in (alice, bob):
-        page.goto(f"{server.http}/chat/lobby/")
-    for page in (alice, bob):
-        page.wait_for_function("document.getElementById('here-count').textContent === '2'")
+    alice, other = make_user("alice"), make_user("<b>x</b>")
+    watcher = presence_page(new_context(server, make_user("carol")))
+    alice_page = room_page(new_context(server, alice))
+    other_page = room_page(new_context(server, other))
+    for page in (alice_page, other_page):
+        expect(page.locator("#here-count")).to_have_text("2")
+    expect(alice_page.locator("#here-list .name")).to_have_text(["<b>x</b>", "alice (you)"])
 
-    payload = '<img src=x onerror="window.pwned=1"><b>bold</b> & done'
-    alice.click("#composer-body")
-    alice.keyboard.type(payload)
-    bob.wait_for_function("document.getElementById('typing').textContent === 'alice is typing…'")
-    alice.keyboard.press("Enter")
-    bob.wait_for_function(
-        "text => [...document.querySelectorAll('#messages .body')].some(n => n.textContent === text)", arg=payload
-    )
-    alice.wait_for_function("document.getElementById('composer-body').value === ''")
-    for page in (alice, bob):
-        assert page.locator("#messages img, #messages b").count() == 0
-        assert page.evaluate("window.pwned") is None
-    assert alice.locator("#messages li.message-mine").count() == 1
-    assert bob.locator("#messages li.message-mine").count() == 0
+    payload = '<img src=x onerror="window.__pwned=1">'
+    alice_page.locator("#composer-body").press_sequentially(payload[:5])
+    expect(other_page.locator("#typing")).to_have_text("alice is typing…")
+    alice_page.locator("#composer-body").press_sequentially(payload[5:])
+    alice_page.keyboard.press("Enter")
+    expect(bodies(other_page)).to_have_text([payload])
+    expect(other_page.locator("#typing")).to_have_text("")  # a message ends the typing line
+    expect(bodies(alice_page)).to_have_text([payload])
+    expect(alice_page.locator("#messages li")).to_have_count(1)  # the stored copy replaced the draft
+    expect(alice_page.locator("#composer-body")).to_have_value("")
+    expect(alice_page.locator("#messages li.message-own")).to_have_count(1)
+    expect(other_page.locator("#messages li.message-own")).to_have_count(0)
 
+    write(other_page, "<b>bold?</b> & <i>done</i>")
+    expect(alice_page.locator("#messages .message-author")).to_have_text(["alice", "<b>x</b>"])
+    expect(bodies(alice_page).nth(1)).to_have_text("<b>bold?</b> & <i>done</i>")
+
+    # A chat tab reports idle and active too: the other person, in the room only, shows as away and back.
+    expect(online(watcher, "<b>x</b>")).to_have_attribute("data-state", "away")
+    other_page.mouse.move(10, 10)
+    other_page.mouse.move(30, 40)
+    expect(online(watcher, "<b>x</b>")).to_have_attribute("data-state", "online")
+
+    # While the tab is hidden, others' messages count in the title; seeing the tab clears it.
+    title = other_page.title()
+    set_hidden(other_page, True)
+    write(alice_page, "one")
+    write(alice_page, "two")
+    expect(other_page).to_have_title(f"(2) {title}")
+    set_hidden(other_page, False)
+    expect(other_page).to_have_title(title)
+
+    # Too long for the server: refused at once, and the text stays in the composer.
     too_long = "y" * 2001
-    bob.fill("#composer-body", too_long)
-    bob.keyboard.press("Enter")
-    bob.wait_for_function("!document.getElementById('composer-error').hidden")
-    assert bob.input_value("#composer-body") == too_long
-    assert alice.errors == [] and bob.errors == []
+    write(other_page, too_long)
+    expect(other_page.locator("#composer-error")).to_contain_text("at most 2,000 characters")
+    expect(other_page.locator("#composer-body")).to_have_value(too_long)
+
+    for page in (alice_page, other_page):
+        assert page.locator("#main img, #main b, #main i").count() == 0
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.errors == []
+
+
+def test_a_server_restart_resumes_the_room_with_every_message_once_in_order(
+    live_server_factory, new_context, make_user
+):
+    first, second = live_server_factory(), live_server_factory()
+    Room.objects.create(slug="lobby", title="Lobby")
+    alice, bob = make_user("alice"), make_user("bob")
+    alice_page = room_page(new_context(second, alice))
+    bob_context = new_context(first, bob)
+    bob_context.add_init_script(RECORD_SOCKET_URLS)
+    bob_page = room_page(bob_context)
+    expect(bob_page.locator("#here-count")).to_have_text("2")
+    write(alice_page, "before")
+    expect(bodies(bob_page)).to_have_text(["before"])
+    before_id = bob_page.locator("#messages li[data-id]").get_attribute("data-id")
+
+    first.halt()
+    state = bob_page.locator("#conn-state")
+    expect(state).to_have_text("Reconnecting…")
+    # Alice, on the other process, writes while bob's is down.
+    gap = ["gap 1", "gap 2", "gap 3"]
+    for text in gap:
+        write(alice_page, text)
+    expect(bodies(alice_page)).to_have_text(["before", *gap])
+    # Bob writes while disconnected: the message waits in the outbox.
+    write(bob_page, "written offline")
+    draft = bob_page.locator("#messages li[data-client-id]")
+    expect(draft).to_have_class(re.compile(r"\bmessage-failed\b"))
+    expect(draft).to_contain_text("not sent yet, will retry")
+    assert bob_page.evaluate("chatPage.pending().map(frame => frame.body)") == ["written offline"]
+
+    first.start()
+    expect(state).to_have_text("Back online", timeout=15_000)
+    expected = ["before", *gap, "written offline"]
+    expect(bodies(bob_page)).to_have_text(expected)
+    expect(bodies(alice_page)).to_have_text(expected)
+    expect(bob_page.locator("#messages li[data-client-id]")).to_have_count(0)
+    assert bob_page.evaluate("chatPage.pending()") == []
+    # The reconnect resumed after the newest message the page had.
+    urls = bob_page.evaluate("window.__sockets")
+    assert urls[0].endswith(f"/ws/chat/lobby/?after={before_id}") or urls[0].endswith("/ws/chat/lobby/")
+    assert urls[-1].endswith(f"/ws/chat/lobby/?after={before_id}"), urls
+    assert Message.objects.filter(body="written offline").count() == 1
+    assert bob_page.errors == [] and alice_page.errors == []
+
+
+def test_screenshots_of_a_room(server, new_context, make_user):
+    room = Room.objects.create(slug="design-review", title="Design review")
+    alice, bob = make_user("alice"), make_user("bob.martin")
+    for user, body in [
+        (bob, "Morning! The new presence page is up on staging."),
+        (alice, "Looks great. The away dot reads well at small sizes."),
+        (bob, "Next: the room page. Reconnects now resume where they left off,\nso nothing is lost or shown twice."),
+        (alice, "I'll try it from my phone on the train."),
+    ]:
+        message_post(room=room, user=user, body=body)
+    pages = {
+        "desktop": room_page(new_context(server, alice, width=1280, height=800), room.slug),
+        "phone": room_page(new_context(server, alice, width=375, height=812), room.slug),
+    }
+    bob_page = room_page(new_context(server, bob), room.slug)
+    bob_page.locator("#composer-body").press_sequentially("Sounds")
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    for label, page in pages.items():
+        expect(page.locator("#here-count")).to_have_text("2")
+        expect(bodies(page)).to_have_count(4)
+        expect(page.locator("#typing")).to_have_text("bob.martin is typing…")
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+        page.screenshot(path=DOCS_IMG / f"room-{label}.png", full_page=True)
+
+
+def test_the_room_list_links_each_room_and_creates_one_by_keyboard(server, new_context, make_user):
+    Room.objects.create(slug="lobby", title="Lobby")
+    page = new_context(server, make_user("alice"), width=375, height=800).new_page()
+    page.goto("/chat/")
+    expect(page.locator(".room-card")).to_have_count(1)
+    expect(page.locator(".room-card")).to_contain_text("nobody here now")
+    page.get_by_label("Room name").focus()
+    page.keyboard.type("Book club")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.http}/chat/book-club/")
+    expect(page.locator("#here-count")).to_have_text("1")
+    expect(page.locator("#composer-body")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_rate_limited_messages_are_retried_in_order_and_refused_ones_return_to_the_composer(
+    live_server_factory, new_context, make_user
+):
+    server = live_server_factory(CHAT_RATE_BURST="2", CHAT_RATE_PER_MINUTE="40")
+    Room.objects.create(slug="lobby", title="Lobby")
+    page = room_page(new_context(server, make_user("alice")))
+    sent = [f"quick {n}" for n in range(1, 5)]
+    for text in sent:
+        write(page, text)
+    # Over the burst (one more every 1.5 s, far slower than the page writes them), the server refuses
+    # some, naming their client_id; the page keeps them and sends them again, in order.
+    expect(page.locator("#messages li.message-failed")).not_to_have_count(0)
+    expect(bodies(page)).to_have_text(sent, timeout=15_000)
+    expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
+    expect(page.locator("#composer-error")).to_be_hidden()
+    assert list(Message.objects.order_by("id").values_list("body", flat=True)) == sent
+
+    # A message the server refuses for good goes back to the composer with the reason.
+    page.evaluate("document.getElementById('composer-body').value = 'bad \\u0000 text'")
+    page.locator("#composer-body").press("Enter")
+    expect(page.locator("#composer-error")).to_contain_text("'body'")
+    assert page.evaluate("document.getElementById('composer-body').value") == "bad \u0000 text"
+    expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
+    assert page.evaluate("chatPage.pending()") == []
+    assert page.errors == []

@@ -9,26 +9,11 @@ from django.db import connection
 
 from chat.models import Message
 from chat.services import user_sessions_end
+from presence.testing import answers_ping, close_code
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
-async def close_code(communicator) -> int:
-    """Skip the frames still queued for the socket; return the code it was closed with."""
-    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
-        pass
-    return message["code"]
-
-
-async def answers_ping(communicator) -> bool:
-    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
-    await communicator.send_json_to({"type": "ping"})
-    while True:
-        message = await communicator.receive_output(timeout=5)
-        if message["type"] == "websocket.close":
-            return False
-        if message.get("text") == '{"type":"pong"}':
-            return True
 
 
 async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:
@@ -280,6 +265,19 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_open(open_socket, pe
     assert await database_sync_to_async(Message.objects.count)() == 0
 
 
+@pytest.mark.parametrize(
+    ("client_id", "echoed"),
+    [("kept-7", "kept-7"), ("x" * 65, None), (7, None)],
+)
+async def test_a_refused_message_error_names_its_well_formed_client_id(open_socket, people, client_id, echoed):
+    alice, *_ = people
+    communicator, *_ = await join(open_socket, alice)
+    await communicator.send_json_to({"type": "chat.message", "body": "  ", "client_id": client_id})
+    error = await next_of(communicator, "error")
+    assert error["code"] == "invalid"
+    assert error.get("client_id") == echoed
+
+
 async def test_body_of_2000_code_points_is_stored_byte_exact(open_socket, people):
     alice, *_ = people
     communicator, *_ = await join(open_socket, alice)
@@ -312,8 +310,10 @@ async def test_rate_limit_engages_after_the_burst_across_sockets_and_rooms(open_
     await first_tab.send_json_to({"type": "chat.message", "body": "one too many", "client_id": "c-11"})
     error = await next_of(first_tab, "error")
     assert error["code"] == "rate_limited"
+    assert error["client_id"] == "c-11"  # names the refused message, for a client with several in flight
     await second_tab.send_json_to({"type": "chat.message", "body": "also too many"})
-    assert (await next_of(second_tab, "error"))["code"] == "rate_limited"
+    error = await next_of(second_tab, "error")
+    assert error["code"] == "rate_limited" and "client_id" not in error
     assert await database_sync_to_async(Message.objects.count)() == 10
     assert await answers_ping(first_tab)
 

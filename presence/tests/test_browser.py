@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from presence.testing import LiveServer, session_cookie
+from presence.testing import CHROMIUM_ARGS, LiveServer, session_cookie
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "correct-horse-battery-9"
 ALLOW_ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from presence import protocol
 from presence.models import Connection
 from presence.services import connection_open
+from presence.testing import answers_ping, close_code
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -27,22 +28,6 @@ async def next_diff(communicator, timeout: float = 5) -> dict:
     return frame
 
 
-async def close_code(communicator) -> int:
-    """Skip the frames still queued for the socket; return the code it was closed with."""
-    while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
-        pass
-    return message["code"]
-
-
-async def answers_ping(communicator) -> bool:
-    """True when the socket is open and answers a ping (frames queued before the pong are skipped)."""
-    await communicator.send_json_to({"type": "ping"})
-    while True:
-        message = await communicator.receive_output(timeout=5)
-        if message["type"] == "websocket.close":
-            return False
-        if message.get("text") == '{"type":"pong"}':
-            return True
 
 
 async def test_snapshot_lists_online_users_including_me(make_user, open_socket):

@@ -1,4 +1,13 @@
-/* A chat room, kept live over /ws/chat/<room>/ and resumed with ?after=<last id>.
+/* A chat room, kept live over /ws/chat/<room>/ through the shared socket module (socket.js).
+ *
+ * - Each (re)connect resumes with ?after=<newest id shown>, so a message sent
+ *   while this page was disconnected shows once, in order.
+ * - A message written here waits in the socket's outbox under its client_id
+ *   until its stored copy comes back ("sending…"); after a reconnect, or when
+ *   the server asks to slow down, it is sent again with the same client_id,
+ *   which the server stores once.
+ * - While the tab is hidden, other people's messages count in the title.
+ *
  * Every node with user text is built with createElement + textContent.
  */
 (function () {
@@ -16,52 +25,72 @@
   var input = document.getElementById("composer-body");
   var errorLine = document.getElementById("composer-error");
   var csrf = (document.querySelector("input[name=csrfmiddlewaretoken]") || {}).value;
-  var TYPING_SHOWN_MS = 4000;
-  var TYPING_SEND_MS = 2000;
-
-  var lastId = 0;      // the newest message id this page has
-  var oldestId = null; // the oldest, for loading earlier history
-  var pending = null;  // {client_id, body}: sent, not yet acknowledged; resent after a reconnect
-  var typists = new Map(); // username -> timer
-  var lastTypingSent = 0;
   var path = "/ws/chat/" + room + "/";
 
-  function newClientId() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+  var BODY_MAX = 2000;          // code points, after trimming (as the server counts)
+  var TYPING_SHOWN_MS = 4000;
+  var TYPING_SEND_MS = 2000;
+  var RETRY_MS = 2000;          // after rate_limited or unavailable
+  var ACK_TIMEOUT_MS = 10000;   // no copy back by then: send again (the layer may drop a broadcast)
+  var RETRYABLE = { rate_limited: true, unavailable: true };
+  var STATUS_TEXT = { pending: "sending…", failed: "not sent yet, will retry" };
+
+  var lastId = 0;          // the newest stored message shown
+  var oldestId = null;     // the oldest, for loading earlier history
+  var resumeFrom = 0;      // the ?after of the current connection (0: none)
+  var drafts = new Map();  // client_id -> {body, node, status, sentAt}: written here, not yet stored
+  var resendTimer = null;
+  var typists = new Map(); // username -> timer
+  var lastTypingSent = 0;
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
   }
 
   function pinnedToBottom() {
     return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   }
 
+  function scrollToEnd() {
+    list.scrollTop = list.scrollHeight;
+  }
+
+  /* "14:05" today, "3 Nov 14:05" before. */
+  function stamp(iso) {
+    var moment = new Date(iso);
+    var time = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (moment.toDateString() === new Date().toDateString()) return time;
+    return moment.toLocaleDateString([], { day: "numeric", month: "short" }) + " " + time;
+  }
+
   function messageNode(message) {
-    var li = document.createElement("li");
-    li.className = "message" + (message.username === me ? " message-mine" : "");
-    li.dataset.id = String(message.id);
-    var meta = document.createElement("div");
-    meta.className = "meta";
-    var who = document.createElement("span");
-    who.className = "name";
-    who.textContent = message.username;
-    var when = document.createElement("time");
-    when.dateTime = message.sent_at;
-    when.textContent = new Date(message.sent_at).toLocaleString();
-    meta.appendChild(who);
-    meta.appendChild(when);
-    if (initial.moderator || message.username === me) {
-      var remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "button button-quiet delete";
-      remove.textContent = "Delete";
-      remove.addEventListener("click", function () { deleteMessage(message.id); });
-      meta.appendChild(remove);
+    var own = message.username === me;
+    var li = el("li", "message" + (own ? " message-own" : ""));
+    li.appendChild(PresenceSocket.avatar(message.username, "avatar-sm"));
+    var bubble = el("div", "message-bubble");
+    var meta = el("div", "message-meta");
+    meta.appendChild(el("span", "message-author", message.username));
+    if (message.sent_at) {
+      var when = el("time", "", stamp(message.sent_at));
+      when.dateTime = message.sent_at;
+      when.title = new Date(message.sent_at).toLocaleString();
+      meta.appendChild(when);
     }
-    var body = document.createElement("p");
-    body.className = "body";
-    body.textContent = message.body;
-    li.appendChild(meta);
-    li.appendChild(body);
+    if (message.id !== undefined) {
+      li.dataset.id = String(message.id);
+      if (initial.moderator || own) {
+        var remove = el("button", "message-delete", "Delete");
+        remove.type = "button";
+        remove.setAttribute("aria-label", "Delete this message from " + message.username);
+        remove.addEventListener("click", function () { deleteMessage(message.id); });
+        meta.appendChild(remove);
+      }
+    }
+    bubble.append(meta, el("p", "message-body", message.body));
+    li.appendChild(bubble);
     return li;
   }
 
@@ -69,38 +98,135 @@
     return !!list.querySelector('li[data-id="' + id + '"]');
   }
 
-  function append(messages) {
-    var pinned = pinnedToBottom();
-    messages.forEach(function (message) {
-      if (hasMessage(message.id)) return;
-      list.appendChild(messageNode(message));
-      lastId = Math.max(lastId, message.id);
-      if (oldestId === null || message.id < oldestId) oldestId = message.id;
-    });
-    if (pinned) list.scrollTop = list.scrollHeight;
+  /* Stored messages stay in id order; messages still being sent stay after them. */
+  function place(node, id) {
+    var before = null;
+    for (var child = list.lastElementChild; child; child = child.previousElementSibling) {
+      if (child.dataset.id !== undefined && Number(child.dataset.id) < id) break;
+      before = child;
+    }
+    list.insertBefore(node, before);
   }
 
-  function prepend(messages) {
-    var before = list.scrollHeight;
-    var first = list.firstChild;
+  /* Show stored messages (each once, in id order); count others' in the title when `unread`. */
+  function add(messages, unread) {
+    var pinned = pinnedToBottom();
+    var fresh = 0;
     messages.forEach(function (message) {
+      if (message.username === me) settleDraft(message.client_id);
       if (hasMessage(message.id)) return;
-      list.insertBefore(messageNode(message), first);
+      place(messageNode(message), message.id);
+      lastId = Math.max(lastId, message.id);
       if (oldestId === null || message.id < oldestId) oldestId = message.id;
+      if (message.username !== me) fresh += 1;
     });
-    list.scrollTop += list.scrollHeight - before; // keep the reader's place
+    if (unread && fresh) PresenceSocket.unread.bump(fresh);
+    if (pinned) scrollToEnd();
   }
 
   function showOlder(hasMore) { olderButton.hidden = !hasMore; }
 
-  function showUsers(users) {
-    hereList.replaceChildren();
-    users.forEach(function (name) {
-      var li = document.createElement("li");
-      li.className = "user";
-      li.textContent = name === me ? name + " (you)" : name;
-      hereList.appendChild(li);
+  /* Missed more than one resume returns: show the newest page, older ones a click away. */
+  function jumpToLatest() {
+    fetch("/chat/" + room + "/messages?limit=50", { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (page) {
+        if (!page.messages.length) return;
+        var first = page.messages[0].id;
+        list.querySelectorAll("li[data-id]").forEach(function (node) {
+          if (Number(node.dataset.id) < first) node.remove();
+        });
+        oldestId = first;
+        add(page.messages, false);
+        showOlder(page.has_more);
+        scrollToEnd();
+      })
+      .catch(function () { window.location.reload(); });
+  }
+
+  /* ---------- messages written here ---------- */
+
+  function markDraft(draft, state) {
+    draft.node.classList.toggle("message-pending", state === "pending");
+    draft.node.classList.toggle("message-failed", state === "failed");
+    draft.status.textContent = STATUS_TEXT[state];
+    if (state === "pending") draft.sentAt = Date.now();
+  }
+
+  function markDrafts(state) {
+    drafts.forEach(function (draft) { markDraft(draft, state); });
+  }
+
+  function settleDraft(clientId) {
+    var draft = drafts.get(clientId);
+    if (!draft) return;
+    drafts.delete(clientId);
+    socket.ack(clientId);
+    draft.node.remove();
+    if (!drafts.size) showError("");
+  }
+
+  function dropDraft(clientId, reason) {
+    var draft = drafts.get(clientId);
+    settleDraft(clientId);
+    // Refused for good: the text goes back to the composer with the reason.
+    if (!input.value.trim()) input.value = draft.body;
+    showError(reason);
+  }
+
+  function resend() {
+    resendTimer = null;
+    if (!socket.isOpen()) return; // the reconnect sends the outbox
+    socket.pending().forEach(function (frame) {
+      socket.send(frame);
+      var draft = drafts.get(frame.client_id);
+      if (draft) markDraft(draft, "pending");
     });
+  }
+
+  function scheduleResend() {
+    if (resendTimer === null) resendTimer = setTimeout(resend, RETRY_MS);
+  }
+
+  function send() {
+    var body = input.value;
+    var text = body.trim();
+    if (!text) return;
+    var length = Array.from(text).length;
+    if (length > BODY_MAX) {
+      showError("A message can be at most " + BODY_MAX.toLocaleString("en") + " characters; this one has " +
+        length.toLocaleString("en") + ".");
+      return;
+    }
+    var clientId = PresenceSocket.clientId();
+    var node = messageNode({ username: me, body: text });
+    node.dataset.clientId = clientId;
+    var status = el("span", "message-status");
+    node.querySelector(".message-meta").appendChild(status);
+    var draft = { body: body, node: node, status: status, sentAt: 0 };
+    drafts.set(clientId, draft);
+    list.appendChild(node);
+    markDraft(draft, socket.isOpen() ? "pending" : "failed");
+    socket.enqueue({ type: "chat.message", body: body, client_id: clientId }, clientId);
+    input.value = "";
+    fitComposer();
+    showError("");
+    scrollToEnd();
+  }
+
+  /* ---------- others ---------- */
+
+  function showUsers(users) {
+    hereList.replaceChildren.apply(hereList, users.map(function (name) {
+      var li = el("li", "user user-online");
+      li.dataset.username = name;
+      var avatar = PresenceSocket.avatar(name, "avatar-sm");
+      avatar.appendChild(el("span", "status-dot status-online"));
+      var label = el("span", "name", name);
+      if (name === me) label.appendChild(el("span", "you", " (you)"));
+      li.append(avatar, label);
+      return li;
+    }));
     hereCount.textContent = String(users.length);
   }
 
@@ -114,6 +240,13 @@
   function someoneTyping(name) {
     clearTimeout(typists.get(name));
     typists.set(name, setTimeout(function () { typists.delete(name); showTyping(); }, TYPING_SHOWN_MS));
+    showTyping();
+  }
+
+  function stoppedTyping(name) {
+    if (!typists.has(name)) return;
+    clearTimeout(typists.get(name));
+    typists.delete(name);
     showTyping();
   }
 
@@ -135,23 +268,21 @@
     if (node) node.remove();
   }
 
+  function fitComposer() {
+    input.style.height = "auto";
+    input.style.height = input.scrollHeight + 2 + "px";
+  }
+
   function onFrame(frame) {
     switch (frame.type) {
       case "chat.history":
-        if (!resuming) { list.replaceChildren(); oldestId = null; showOlder(frame.has_more); }
-        append(frame.messages);
-        // Missed more than one resume returns: start afresh rather than show a gap.
-        if (resuming && frame.has_more) window.location.reload();
+        add(frame.messages, resumeFrom > 0);
+        if (resumeFrom === 0) showOlder(frame.has_more);
+        else if (frame.has_more) jumpToLatest();
         break;
       case "chat.message":
-        append([frame]);
-        if (frame.username === me && pending && frame.client_id === pending.client_id) {
-          if (input.value.trim() === pending.body.trim()) input.value = "";
-          pending = null;
-          showError("");
-        }
-        typists.delete(frame.username);
-        showTyping();
+        add([frame], true);
+        stoppedTyping(frame.username);
         break;
       case "chat.deleted":
         removeMessage(frame.id);
@@ -163,47 +294,68 @@
         showUsers(frame.users);
         break;
       case "error":
-        if (pending) { pending = null; showError(frame.detail); } // the text stays in the composer
+        if (frame.client_id && drafts.has(frame.client_id)) {
+          if (RETRYABLE[frame.code]) {
+            markDraft(drafts.get(frame.client_id), "failed");
+            showError(frame.detail);
+            scheduleResend();
+          } else {
+            dropDraft(frame.client_id, frame.detail);
+          }
+        } else if (drafts.size && frame.code === "rate_limited") {
+          // Refused before it was read (too many frames): send the outbox again shortly.
+          markDrafts("failed");
+          scheduleResend();
+        }
         break;
     }
   }
 
-  var resuming = false;
   var socket = PresenceSocket.open(path, {
     url: function () {
-      resuming = lastId > 0;
-      return resuming ? path + "?after=" + lastId : path;
+      resumeFrom = lastId;
+      return lastId > 0 ? path + "?after=" + lastId : path;
     },
-    onOpen: function (api) { if (pending) api.send({ type: "chat.message", body: pending.body, client_id: pending.client_id }); },
-    onFrame: onFrame
+    // The outbox is sent right after this.
+    onOpen: function () { markDrafts("pending"); },
+    onClose: function () { markDrafts("failed"); },
+    onFrame: onFrame,
+    reportIdle: true
   });
+  window.chatPage = socket;
 
-  function send() {
-    var body = input.value;
-    if (!body.trim() || pending) return;
-    pending = { client_id: newClientId(), body: body };
-    showError("");
-    // Sent now if the socket is open, else on the next open with the same client_id.
-    socket.send({ type: "chat.message", body: body, client_id: pending.client_id });
-  }
+  setInterval(function () {
+    var now = Date.now();
+    var late = false;
+    drafts.forEach(function (draft) { if (draft.sentAt && now - draft.sentAt > ACK_TIMEOUT_MS) late = true; });
+    if (late && socket.isOpen()) resend();
+  }, ACK_TIMEOUT_MS / 4);
 
   form.addEventListener("submit", function (event) { event.preventDefault(); send(); });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); send(); }
   });
   input.addEventListener("input", function () {
+    fitComposer();
     var now = Date.now();
-    if (now - lastTypingSent > TYPING_SEND_MS && socket.send({ type: "chat.typing" })) lastTypingSent = now;
+    if (input.value.trim() && now - lastTypingSent > TYPING_SEND_MS && socket.send({ type: "chat.typing" })) {
+      lastTypingSent = now;
+    }
   });
   olderButton.addEventListener("click", function () {
     if (oldestId === null) return;
     fetch("/chat/" + room + "/messages?before=" + oldestId + "&limit=50", { credentials: "same-origin" })
       .then(function (response) { return response.json(); })
-      .then(function (page) { prepend(page.messages); showOlder(page.has_more); });
+      .then(function (page) {
+        var before = list.scrollHeight;
+        add(page.messages, false);
+        list.scrollTop += list.scrollHeight - before; // keep the reader's place
+        showOlder(page.has_more);
+      });
   });
 
-  append(initial.messages);
+  add(initial.messages, false);
   showOlder(initial.has_more);
   showUsers(initial.users);
-  list.scrollTop = list.scrollHeight;
+  scrollToEnd();
 })();

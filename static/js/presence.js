@@ -15,18 +15,6 @@
   var FEED_MAX = 50;
   var STATE_LABEL = { online: "online", away: "away", offline: "offline" };
 
-  function initials(name) {
-    var parts = name.replace(/[^\p{L}\p{N}]+/gu, " ").trim().split(/\s+/).filter(Boolean);
-    if (parts.length > 1) return (Array.from(parts[0])[0] + Array.from(parts[1])[0]).toUpperCase();
-    return (Array.from(parts[0] || "?").slice(0, 2).join("")).toUpperCase();
-  }
-
-  function hue(name) {
-    var h = 0;
-    for (var i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) % 360;
-    return h;
-  }
-
   function ago(iso) {
     var seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
     if (seconds < 45) return "just now";
@@ -56,11 +44,7 @@
     li.dataset.username = name;
     li.dataset.state = state;
 
-    var avatar = document.createElement("span");
-    avatar.className = "avatar";
-    avatar.setAttribute("aria-hidden", "true");
-    avatar.style.setProperty("--avatar-hue", String(hue(name)));
-    avatar.textContent = initials(name);
+    var avatar = PresenceSocket.avatar(name);
     var dot = document.createElement("span");
     dot.className = "status-dot status-" + state;
     avatar.appendChild(dot);

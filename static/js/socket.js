@@ -64,6 +64,28 @@
     return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);
   }
 
+  /* Avatars: up to two initials, on a colour picked from the name. */
+  function initials(name) {
+    var parts = name.replace(/[^\p{L}\p{N}]+/gu, " ").trim().split(/\s+/).filter(Boolean);
+    if (parts.length > 1) return (Array.from(parts[0])[0] + Array.from(parts[1])[0]).toUpperCase();
+    return (Array.from(parts[0] || "?").slice(0, 2).join("")).toUpperCase();
+  }
+
+  function hue(name) {
+    var h = 0;
+    for (var i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) % 360;
+    return h;
+  }
+
+  function avatar(name, extraClass) {
+    var node = document.createElement("span");
+    node.className = "avatar" + (extraClass ? " " + extraClass : "");
+    node.setAttribute("aria-hidden", "true");
+    node.style.setProperty("--avatar-hue", String(hue(name)));
+    node.textContent = initials(name);
+    return node;
+  }
+
   /* Idle tracking: idle after `after` ms with no interaction; a hidden tab gets
    * no interaction, and coming back into view counts as one. */
   var idle = (function () {
@@ -272,6 +294,9 @@
     clientId: clientId,
     backoff: backoff,
     idle: idle,
-    unread: unread
+    unread: unread,
+    initials: initials,
+    hue: hue,
+    avatar: avatar
   };
 })();
