@@ -15,4 +15,4 @@ RUN useradd --system --uid 10001 presence
 USER presence
 
 EXPOSE 8000
-CMD ["sh", "-c", "daphne -b 0.0.0.0 -p 8000 --websocket_timeout ${WEBSOCKET_TIMEOUT:-86400} --ping-interval 20 --ping-timeout 30 --websocket-max-message-size 1048576 --proxy-headers presence_site.asgi:application"]
+CMD ["sh", "-c", "daphne -b 0.0.0.0 -p 8000 --websocket_timeout ${WEBSOCKET_TIMEOUT:-86400} --ping-interval 20 --ping-timeout 30 --websocket-max-message-size 65536 --proxy-headers presence_site.asgi:application"]

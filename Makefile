@@ -5,14 +5,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # Daphne's production flags; WEBSOCKET_TIMEOUT must not exceed the layer's group expiry.
-# Daphne's message size limit applies to what the server sends too (a snapshot
-# of 1,000 users is about 90 KB), so it is 1 MiB here, and the consumer closes
-# with 1009 any client frame over 64 KiB.
 WEBSOCKET_TIMEOUT ?= 86400
 # No --proxy-headers here: `make run` faces clients directly, so X-Forwarded-For
 # would be theirs to forge (the stack and the image run behind nginx and set it).
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
-	--websocket-max-message-size 1048576
+	--websocket-max-message-size 65536
 
 .PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean bench bench-full
 

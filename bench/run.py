@@ -232,8 +232,9 @@ class Servers:
                     "4096",
                 ]
             else:
-                # -v 0: no access log line per socket, as Uvicorn's --no-access-log. The message
-                # size limit as in the Makefile: Daphne applies it to outgoing frames too.
+                # -v 0: no access log line per socket, as Uvicorn's --no-access-log. 1 MiB, not the
+                # run commands' 64 KiB: Daphne applies the limit to what it sends too, and the
+                # snapshot of 1,000 online users is about 90 KB (docs/benchmarks.md).
                 args = [
                     PY,
                     "-m",

@@ -76,7 +76,7 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
-             "--websocket-max-message-size", "1048576", "presence_site.asgi:application"],
+             "--websocket-max-message-size", "65536", "presence_site.asgi:application"],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,

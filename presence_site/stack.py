@@ -26,7 +26,7 @@ DAPHNE_FLAGS = [
     "--websocket_timeout", "86400",
     "--ping-interval", "20",
     "--ping-timeout", "30",
-    "--websocket-max-message-size", "1048576",
+    "--websocket-max-message-size", "65536",
     "--proxy-headers",
 ]
 

@@ -57,7 +57,7 @@ def test_every_run_command_passes_the_production_daphne_flags():
     makefile = (BASE_DIR / "Makefile").read_text()
     stack = (BASE_DIR / "presence_site" / "stack.py").read_text()
     for text in (dockerfile, makefile, stack):
-        assert "--websocket-max-message-size" in text and "1048576" in text
+        assert "--websocket-max-message-size" in text and "65536" in text
         assert "--ping-interval" in text and "--ping-timeout" in text
         assert "--websocket_timeout" in text
     assert "--proxy-headers" in dockerfile and "--proxy-headers" in stack
