@@ -11,7 +11,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536
 
-.PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean
+.PHONY: run stack test test-sqlite test-postgres test-browser check-deploy clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ $(VENV)/.run-deps: requirements.txt | $(BIN)/python
 $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.run-deps
+
+$(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@ $(VENV)/.dev-deps $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
 	$(BIN)/python manage.py migrate --noinput
@@ -51,6 +55,20 @@ test-postgres: $(VENV)/.dev-deps
 # The Chromium suite alone (it also refreshes the screenshots in docs/img/).
 test-browser: $(VENV)/.dev-deps
 	env -u DATABASE_URL $(BIN)/pytest -m browser
+
+# The app beside its baselines, each on its own port, with a private Redis:
+# docs/benchmarks.md and docs/img/ are rewritten from the run (bench/README.md).
+bench: $(VENV)/.bench-deps redis-server
+	$(BIN)/python bench/run.py --profile quick $(BENCH_ARGS)
+
+bench-full: $(VENV)/.bench-deps redis-server
+	$(BIN)/python bench/run.py --profile full $(BENCH_ARGS)
+
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ echo "installing redis-server"; apt-get update -qq && apt-get install -y -qq redis-server; }; } || \
+		{ echo "the bench needs redis-server: apt-get install redis-server"; exit 1; }
 
 check-deploy: $(VENV)/.run-deps
 	DEBUG=0 SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \

@@ -56,6 +56,7 @@ def quick_presence(settings) -> None:
     """Short timings so that presence tests finish in seconds; tests that need others set them."""
     settings.PRESENCE_LEAVE_GRACE = 0
     settings.PRESENCE_COALESCE_WINDOW = 0.05
+    settings.CHAT_PRESENCE_WINDOW = 0
     settings.PRESENCE_TTL = 30
     settings.PRESENCE_HEARTBEAT_INTERVAL = 5
 

@@ -2,6 +2,7 @@ import asyncio
 import logging
 import re
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -86,15 +87,10 @@ class ChatConsumer(SocketConsumer):
         return int(values[-1])
 
     async def presence_changed(self) -> None:
-        try:
-            users = await database_sync_to_async(room_presence)(slug=self.room)
-            frame = protocol.presence_frame(self.room, users)
-            await asyncio.wait_for(
-                self.channel_layer.group_send(protocol.room_group(self.room), base.forward_event(frame)), LAYER_TIMEOUT
-            )
-        except Exception:
-            # The next join or leave sends the whole list again.
-            logger.exception("room presence for %s could not be published", self.room)
+        if settings.CHAT_PRESENCE_WINDOW > 0:
+            _outbox().schedule(self.room, self.channel_layer)
+        else:
+            await _publish_room_presence(self.room, self.channel_layer)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         client_id = protocol.client_id_echo(frame.get("client_id"))
@@ -147,3 +143,57 @@ class ChatConsumer(SocketConsumer):
         await self.channel_layer.group_send(
             protocol.room_group(self.room), base.forward_event(typing, skip=self.channel_name)
         )
+
+
+async def _publish_room_presence(room: str, layer) -> None:
+    try:
+        users = await database_sync_to_async(room_presence)(slug=room)
+        frame = protocol.presence_frame(room, users)
+        # Bounded, or a hung Redis would hold every join and leave in the room.
+        await asyncio.wait_for(layer.group_send(protocol.room_group(room), base.forward_event(frame)), LAYER_TIMEOUT)
+    except Exception:
+        # The next join or leave sends the whole list again.
+        logger.exception("room presence for %s could not be published", room)
+
+
+class RoomPresenceOutbox:
+    """At most one room.presence per room per CHAT_PRESENCE_WINDOW from this process (one event loop).
+
+    Each join and leave sends the whole list to the whole room, so a crowd
+    joining a room of N costs N² deliveries; coalesced, a burst of joins costs
+    one list per window, read after the last of them.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduled: dict[str, asyncio.Task] = {}
+        self.last_sent: dict[str, float] = {}
+
+    def schedule(self, room: str, layer) -> None:
+        if room in self.scheduled:
+            return  # the publish already scheduled reads the room after this change
+        delay = self.last_sent.get(room, float("-inf")) + settings.CHAT_PRESENCE_WINDOW - self.loop.time()
+        self.scheduled[room] = self.loop.create_task(self._publish(room, layer, max(0.0, delay)))
+
+    async def _publish(self, room: str, layer, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            # Changes from here on schedule the next publish.
+            del self.scheduled[room]
+        self.last_sent[room] = self.loop.time()
+        await _publish_room_presence(room, layer)
+        cutoff = self.loop.time() - settings.CHAT_PRESENCE_WINDOW
+        for stale in [name for name, sent in self.last_sent.items() if sent < cutoff]:
+            del self.last_sent[stale]
+
+
+_outboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomPresenceOutbox]" = weakref.WeakKeyDictionary()
+
+
+def _outbox() -> RoomPresenceOutbox:
+    loop = asyncio.get_running_loop()
+    found = _outboxes.get(loop)
+    if found is None:
+        found = _outboxes[loop] = RoomPresenceOutbox(loop)
+    return found

@@ -1,10 +1,6 @@
-from typing import Any
-
-from channels.db import database_sync_to_async
-
 from presence import protocol
 from presence.models import Connection
-from presence.selectors import presence_online_users, presence_recently_seen
+from presence.runtime import hub
 from presence.sockets import SocketConsumer
 
 
@@ -18,9 +14,4 @@ class PresenceConsumer(SocketConsumer):
         return (protocol.PRESENCE_GROUP,)
 
     async def opened(self) -> None:
-        users, recent = await database_sync_to_async(_snapshot)()
-        await self.send_frame(protocol.snapshot_frame(users, recent))
-
-
-def _snapshot() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return presence_online_users(), presence_recently_seen()
+        await self.send(text_data=await hub().snapshot_text(after=self.registered_at))

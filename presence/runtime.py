@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
 
@@ -17,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import metrics, protocol
-from presence.selectors import presence_online_count
+from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
 from presence.services import (
     Join,
     Leave,
@@ -59,6 +60,36 @@ class PresenceHub:
         # After an outage, skip sweeping until the other processes have had a
         # heartbeat interval to refresh their own rows (they were cut off too).
         self.beats_since_failure = 2
+        # The latest snapshot frame, serialized, and when its query started (time.monotonic()).
+        self.snapshot: tuple[float, str] | None = None
+        self.snapshot_task: asyncio.Task | None = None
+
+    async def snapshot_text(self, *, after: float) -> str:
+        """A snapshot frame read after `after`, shared by every socket waiting for one.
+
+        A socket registered at `after` is in any snapshot read later, and any
+        change after the read reaches it as a diff (it joined the group
+        first), so one read serves every socket registered before it started:
+        a login storm costs a few snapshot queries, not one per socket.
+        """
+        while True:
+            if self.snapshot is not None and self.snapshot[0] >= after:
+                return self.snapshot[1]
+            if self.snapshot_task is None:
+                self.snapshot_task = self.loop.create_task(self._read_snapshot())
+            # The read in flight may have started before `after`: then wait for the next one.
+            await asyncio.shield(self.snapshot_task)
+
+    async def _read_snapshot(self) -> None:
+        def read() -> tuple[float, list, list]:
+            started = time.monotonic()
+            return started, presence_online_users(), presence_recently_seen()
+
+        try:
+            started, users, recent = await database_sync_to_async(read)()
+            self.snapshot = (started, protocol.dumps(protocol.snapshot_frame(users, recent)))
+        finally:
+            self.snapshot_task = None
 
     def close_later(self, channel_name: str) -> None:
         """Remember a socket whose row could not be deleted; the heartbeat deletes it."""

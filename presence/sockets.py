@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from presence import metrics, protocol
+from presence.fanout import fanout
 from presence.protocol import ProtocolError
 from presence.runtime import SERVER_ID, hub
 from presence.services import (
@@ -41,9 +42,13 @@ class SocketConsumer(AsyncWebsocketConsumer):
     client_types: dict[str, str] = {protocol.PING: "on_ping"}
 
     registered = False
+    registered_at = 0.0  # time.monotonic() when the socket was registered
     joined: tuple[str, ...] = ()
     accepted = False
     layer_down = False
+    # Forwards that arrive between joining the groups and sending the initial
+    # frames wait here, so that a client always gets its snapshot first.
+    held: list[str] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -83,6 +88,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             await self.close_with(refusal, "refused by the endpoint")
             return
+        self.held = []
         try:
             await self.register(user)
         except SessionEnded:
@@ -97,6 +103,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
             await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "registration failed")
             return
         await self.opened()
+        held, self.held = self.held, None
+        for text in held:
+            await self.send(text_data=text)
 
     async def refusal(self) -> int | None:
         """Called before registration; return a close code to refuse the socket."""
@@ -117,7 +126,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         # Join the groups first, so that no event between the snapshot and the join is lost.
         for group in self.joined:
             # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
-            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), LAYER_TIMEOUT)
+            await asyncio.wait_for(self.group_join(group), LAYER_TIMEOUT)
         session = self.scope.get("session")
         try:
             join = await database_sync_to_async(connection_open)(
@@ -134,6 +143,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
             await self.leave_groups()
             raise
         self.registered = True
+        self.registered_at = time.monotonic()
         metrics.OPEN_SOCKETS.labels(self.endpoint).inc()
         logger.info("socket open", extra=self.log_fields())
         presence_hub = hub()
@@ -145,6 +155,18 @@ class SocketConsumer(AsyncWebsocketConsumer):
             change = await database_sync_to_async(presence_state_settle)(user_id=user.pk)
             if change is not None:
                 presence_hub.publish([change])
+
+    async def group_join(self, group: str) -> None:
+        if settings.CHANNEL_FANOUT == "process":
+            await fanout().join(group, self, self.channel_layer)
+        else:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def group_leave(self, group: str) -> None:
+        if settings.CHANNEL_FANOUT == "process":
+            await fanout().leave(group, self)
+        else:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket has closed, from either side."""
@@ -185,7 +207,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         """Leave the socket's groups, as far as the layer lets us; membership expires anyway."""
         for group in self.joined:
             try:
-                await asyncio.wait_for(self.channel_layer.group_discard(group, self.channel_name), LAYER_TIMEOUT)
+                await asyncio.wait_for(self.group_leave(group), LAYER_TIMEOUT)
             except Exception:
                 metrics.LAYER_ERRORS.labels("group_discard").inc()
                 logger.warning("%s socket could not leave group %s", self.endpoint, group)
@@ -315,6 +337,16 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self.send_frame(protocol.pong_frame())
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Called with every message for this consumer: a forwarded frame goes straight out."""
+        if message["type"] == protocol.EVENT_FORWARD:
+            # Channels runs close_old_connections() in a worker thread before
+            # every handler; a forward touches no database, and that thread hop
+            # was 40% of a busy server's time (docs/benchmarks.md).
+            await self.frame_forward(message)
+            return
+        await super().dispatch(message)
+
     async def on_presence_state(self, frame: dict[str, Any]) -> None:
         """Called with {"type": "presence.state", "state": "idle" | "active"} from the tab.
 
@@ -330,8 +362,12 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""
-        if event.get("skip") != self.channel_name:
-            await self.send(text_data=event["text"])
+        if event.get("skip") == self.channel_name:
+            return
+        if self.held is not None:
+            self.held.append(event["text"])
+            return
+        await self.send(text_data=event["text"])
 
     async def session_end(self, event: dict[str, Any]) -> None:
         """Called when this socket's session ended: log-out, password change, expiry, or an admin."""

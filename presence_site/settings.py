@@ -181,6 +181,9 @@ else:
             },
             # A file, not memory, so that Daphne processes started by the tests share it.
             "TEST": {"NAME": str(BASE_DIR / "var" / "test.sqlite3")},
+            # Channels closes "old" connections around every database call;
+            # with 0 each call would open the file and run the PRAGMAs again.
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
         }
     }
 
@@ -201,11 +204,30 @@ WEBSOCKET_TIMEOUT = env_int("WEBSOCKET_TIMEOUT", 86400)
 CHANNEL_GROUP_EXPIRY = env_int("CHANNEL_GROUP_EXPIRY", 86400)
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000)
 
-def redis_channel_layers(url: str) -> dict:
+# Which Redis channel layer carries group messages; docs/benchmarks.md compares them.
+CHANNEL_LAYER_BACKENDS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "core")
+if CHANNEL_LAYER_BACKEND not in CHANNEL_LAYER_BACKENDS:
+    raise ImproperlyConfigured(
+        f"CHANNEL_LAYER_BACKEND must be one of {', '.join(CHANNEL_LAYER_BACKENDS)}; got {CHANNEL_LAYER_BACKEND!r}."
+    )
+
+# "process": each process joins a group once and hands its messages to its own
+# sockets (presence/fanout.py); "channel": every socket joins the group on the
+# layer, the stock Channels pattern.
+CHANNEL_FANOUT = env_str("CHANNEL_FANOUT", "process")
+if CHANNEL_FANOUT not in {"process", "channel"}:
+    raise ImproperlyConfigured(f"CHANNEL_FANOUT must be process or channel; got {CHANNEL_FANOUT!r}.")
+
+
+def redis_channel_layers(url: str, backend: str | None = None) -> dict:
     """The channels-redis layer, sized and timed against the traps in DESIGN.md."""
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": CHANNEL_LAYER_BACKENDS[backend or CHANNEL_LAYER_BACKEND],
             "CONFIG": {
                 "hosts": [
                     {
@@ -377,7 +399,7 @@ PRESENCE_HEARTBEAT_INTERVAL = env_float("PRESENCE_HEARTBEAT_INTERVAL", 15.0)
 PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 # Presence diffs are coalesced over this window so that a login storm costs a
 # watcher a few frames, not one per login.
-PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.2)
+PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.25)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
 # A tab untouched (or hidden) this long reports itself idle; a user whose tabs
@@ -396,6 +418,9 @@ CHAT_RATE_PER_MINUTE = env_float("CHAT_RATE_PER_MINUTE", 100.0)
 CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 20)
 # A socket's typing notices are relayed at most once per this many seconds.
 CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
+# room.presence goes out at most once per room per window from each process, so
+# that a crowd joining a room does not cost a whole list per join; 0 sends one per change.
+CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.

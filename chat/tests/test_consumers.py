@@ -414,3 +414,16 @@ async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socke
     assert response.status_code == 302
     assert await close_code(alice_socket) == 4000
     assert await answers_ping(bob_socket)
+
+
+async def test_coalesced_room_presence_ends_with_everyone_who_joined(open_socket, people, settings):
+    settings.CHAT_PRESENCE_WINDOW = 0.2
+    alice, bob, mod = people
+    alice_socket, _, presence = await join(open_socket, alice)
+    assert presence["users"] == ["alice"]
+    for user in (bob, mod):
+        await open_socket("/ws/chat/lobby/", user)
+    # However the joins were grouped, the last list is read after the last of them.
+    users = []
+    while users != ["alice", "bob", "mod"]:
+        users = (await next_of(alice_socket, "room.presence"))["users"]
