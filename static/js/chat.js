@@ -314,6 +314,10 @@
     }
   }
 
+  // The page's own history is the first resume point: the first connection
+  // fetches only what was stored after the page was rendered.
+  initial.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
+
   var socket = PresenceSocket.open(path, {
     url: function () {
       resumeFrom = resumeId;
@@ -358,7 +362,6 @@
   });
 
   add(initial.messages, false);
-  initial.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
   showOlder(initial.has_more);
   showUsers(initial.users);
   scrollToEnd();
