@@ -123,8 +123,15 @@ async def open_socket() -> AsyncIterator[Callable]:
 
     opened: list[WebsocketCommunicator] = []
 
-    async def open_(path: str, user=None, *, session_key: str | None = None, client: Client | None = None,
-                    origin: str | None = ORIGIN, expect_accept: bool = True):
+    async def open_(
+        path: str,
+        user=None,
+        *,
+        session_key: str | None = None,
+        client: Client | None = None,
+        origin: str | None = ORIGIN,
+        expect_accept: bool = True,
+    ):
         if user is not None and session_key is None:
             client, session_key = await database_sync_to_async(session_cookie)(user)
         headers = []

@@ -22,7 +22,9 @@ def logged_in_user_forget(*, user: AbstractBaseUser | None, session_key: str | N
     return deleted
 
 
-def logged_in_user_password_changed(*, user: AbstractBaseUser, old_session_key: str | None, new_session_key: str | None) -> int:
+def logged_in_user_password_changed(
+    *, user: AbstractBaseUser, old_session_key: str | None, new_session_key: str | None
+) -> int:
     """Keep the session that changed the password (under its new key); forget the user's others.
 
     The other sessions no longer match the password hash, so Django logs them

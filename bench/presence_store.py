@@ -102,7 +102,10 @@ def redis_equivalent(n: int) -> None:
         for i in range(n):
             opens += timed(lambda: open_(i))
         report("socket open (pipeline of 2)", opens)
-        report("heartbeat: re-score all sockets", timed(lambda: client.zadd("sockets", {f"c{i}": time.time() for i in range(n)}), 20))
+        report(
+            "heartbeat: re-score all sockets",
+            timed(lambda: client.zadd("sockets", {f"c{i}": time.time() for i in range(n)}), 20),
+        )
         report(f"snapshot of {n} online users", timed(lambda: client.hgetall("counts"), 20))
         closes = []
         for i in range(n):

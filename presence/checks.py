@@ -20,12 +20,16 @@ def presence_timings(app_configs, **kwargs):
         )
     if ttl > 90:
         problems.append(
-            Warning(f"PRESENCE_TTL is {ttl:g}s: a crashed process leaves its users online that long.", id="presence.W001")
+            Warning(
+                f"PRESENCE_TTL is {ttl:g}s: a crashed process leaves its users online that long.", id="presence.W001"
+            )
         )
     if settings.PRESENCE_COALESCE_WINDOW > 0.25:
         problems.append(Error("PRESENCE_COALESCE_WINDOW must be at most 0.25 s.", id="presence.E003"))
     if settings.PRESENCE_LEAVE_GRACE > 2:
-        problems.append(Error("PRESENCE_LEAVE_GRACE must be at most 2 s (leaves are due within 3 s).", id="presence.E004"))
+        problems.append(
+            Error("PRESENCE_LEAVE_GRACE must be at most 2 s (leaves are due within 3 s).", id="presence.E004")
+        )
     if (
         settings.SOCKET_FRAME_RATE <= 0
         or settings.SOCKET_FRAME_BURST < 1

@@ -11,7 +11,9 @@ from prometheus_client.registry import REGISTRY, Collector
 
 OPEN_SOCKETS = Gauge("presence_open_sockets", "WebSockets open on this process.", ["endpoint"])
 FRAMES_REFUSED = Counter("presence_frames_refused_total", "Client frames refused, by reason.", ["reason"])
-SOCKETS_CLOSED = Counter("presence_sockets_closed_total", "WebSockets closed, by endpoint and close code.", ["endpoint", "code"])
+SOCKETS_CLOSED = Counter(
+    "presence_sockets_closed_total", "WebSockets closed, by endpoint and close code.", ["endpoint", "code"]
+)
 LAYER_ERRORS = Counter("presence_channel_layer_errors_total", "Channel-layer operations that failed.", ["operation"])
 SWEEP_RUNS = Counter("presence_sweep_runs_total", "Presence sweeps run by this process.")
 STALE_REMOVED = Counter("presence_stale_connections_removed_total", "Connections of dead processes removed by sweeps.")

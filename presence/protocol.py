@@ -133,7 +133,7 @@ def tab_state(frame: dict[str, Any]) -> bool:
     """The idle flag of a presence.state frame, or raise ProtocolError."""
     state = frame.get("state")
     if state not in TAB_STATES:
-        raise ProtocolError(INVALID, "'state' must be \"idle\" or \"active\".")
+        raise ProtocolError(INVALID, '\'state\' must be "idle" or "active".')
     return state == TAB_IDLE
 
 

@@ -134,7 +134,11 @@ class PresenceHub:
             pending_states, self.pending_states = self.pending_states, {}
             if not pending and not pending_states:
                 return
-            joins = [{"username": t.username, "since": protocol.iso(t.since)} for t in pending.values() if isinstance(t, Join)]
+            joins = [
+                {"username": t.username, "since": protocol.iso(t.since)}
+                for t in pending.values()
+                if isinstance(t, Join)
+            ]
             leaves = [
                 {"username": t.username, "last_seen": protocol.iso(t.last_seen)}
                 for t in pending.values()

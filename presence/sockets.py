@@ -293,7 +293,11 @@ class SocketConsumer(AsyncWebsocketConsumer):
         self.closing = True
         logger.info(
             "closing %s socket: code=%s reason=%s user=%s address=%s",
-            self.endpoint, code, reason, self.who(), self.address(),
+            self.endpoint,
+            code,
+            reason,
+            self.who(),
+            self.address(),
             extra={**self.log_fields(), "code": code, "reason": reason},
         )
         await self.close(code=code)
@@ -304,7 +308,11 @@ class SocketConsumer(AsyncWebsocketConsumer):
     def log_refused_frame(self, code: str) -> None:
         metrics.FRAMES_REFUSED.labels(code).inc()
         logger.info(
-            "refused %s frame: reason=%s user=%s address=%s", self.endpoint, code, self.who(), self.address(),
+            "refused %s frame: reason=%s user=%s address=%s",
+            self.endpoint,
+            code,
+            self.who(),
+            self.address(),
             extra={**self.log_fields(), "reason": code},
         )
 

@@ -78,9 +78,24 @@ class LiveServer:
     def start(self) -> None:
         """Start Daphne on this server's port and wait until it listens."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "--websocket_timeout", "86400", "--ping-interval", "20", "--ping-timeout", "30",
-             "--websocket-max-message-size", "65536", "presence_site.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--websocket_timeout",
+                "86400",
+                "--ping-interval",
+                "20",
+                "--ping-timeout",
+                "30",
+                "--websocket-max-message-size",
+                "65536",
+                "presence_site.asgi:application",
+            ],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
@@ -177,8 +192,18 @@ class ResilientClient:
 
     NO_RETRY = {4401, 4403, 4404, 4429, 4000, 1003, 1008}
 
-    def __init__(self, ws_base: str, path: str, session_key: str, *, origin: str, name: str = "",
-                 backoff: float = 0.1, backoff_cap: float = 1.0, reconnect: bool = True) -> None:
+    def __init__(
+        self,
+        ws_base: str,
+        path: str,
+        session_key: str,
+        *,
+        origin: str,
+        name: str = "",
+        backoff: float = 0.1,
+        backoff_cap: float = 1.0,
+        reconnect: bool = True,
+    ) -> None:
         self.reconnect = reconnect
         self.ws_base = ws_base
         self.path = path
@@ -234,8 +259,14 @@ class ResilientClient:
             code = None
             try:
                 # No client-side keepalive, as in a browser: the server's pings are answered.
-                async with connect(self.url(), additional_headers=self.headers, open_timeout=10, ping_interval=None,
-                                   close_timeout=2, max_size=2**22) as connection:
+                async with connect(
+                    self.url(),
+                    additional_headers=self.headers,
+                    open_timeout=10,
+                    ping_interval=None,
+                    close_timeout=2,
+                    max_size=2**22,
+                ) as connection:
                     self.connection = connection
                     attempt = 0
                     async with self.changed:
@@ -244,7 +275,9 @@ class ResilientClient:
                         self.connected = True
                         self.changed.notify_all()
                     for client_id, body in list(self.pending.items()):
-                        await connection.send(json.dumps({"type": "chat.message", "body": body, "client_id": client_id}))
+                        await connection.send(
+                            json.dumps({"type": "chat.message", "body": body, "client_id": client_id})
+                        )
                     async for text in connection:
                         await self._on_frame(json.loads(text))
                     code = connection.close_code
@@ -327,10 +360,12 @@ class ResilientClient:
             await asyncio.wait_for(self.changed.wait_for(lambda: predicate(self)), timeout)
 
     def __repr__(self) -> str:
-        return (f"<{self.name} {self.path} connected={self.connected} opens={self.opens} closes={self.close_codes[-5:]} "
-                f"refusals={self.refusals[-3:]} pending={len(self.pending)} acked={len(self.acked)} "
-                f"messages={len(self.messages)} errors={[e.get('code') for e in self.errors[-3:]]} "
-                f"room={len(self.room_users)} online={len(self.online)}>")
+        return (
+            f"<{self.name} {self.path} connected={self.connected} opens={self.opens} closes={self.close_codes[-5:]} "
+            f"refusals={self.refusals[-3:]} pending={len(self.pending)} acked={len(self.acked)} "
+            f"messages={len(self.messages)} errors={[e.get('code') for e in self.errors[-3:]]} "
+            f"room={len(self.room_users)} online={len(self.online)}>"
+        )
 
     async def close(self) -> None:
         self.stopping = True
@@ -350,4 +385,6 @@ async def wait_all(clients, predicate, timeout: float) -> None:
     late = [client.name for client, result in zip(clients, results) if isinstance(result, BaseException)]
     if late:
         first = next(client for client, result in zip(clients, results) if isinstance(result, BaseException))
-        raise TimeoutError(f"{len(late)} of {len(clients)} clients did not get there within {timeout} s, e.g. {first!r}")
+        raise TimeoutError(
+            f"{len(late)} of {len(clients)} clients did not get there within {timeout} s, e.g. {first!r}"
+        )

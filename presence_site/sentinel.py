@@ -28,8 +28,6 @@ class SentinelCachePool(SentinelConnectionPool):
     def from_url(cls, url: str, **options) -> "SentinelCachePool":
         parts = urlsplit(url)
         master, _, db = parts.path.strip("/").partition("/")
-        sentinel_options = {
-            key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options
-        }
+        sentinel_options = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options}
         manager = Sentinel(parse_sentinels(parts.netloc), sentinel_kwargs=sentinel_options)
         return cls(master, manager, db=int(db or 0), **options)

@@ -25,10 +25,14 @@ NGINX_MAIN_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "stack-nginx.conf.template
 # 64 KiB bounds what a client can make Daphne buffer; autobahn would apply it
 # to what the server sends too, which presence.daphne_compat lifts.
 DAPHNE_FLAGS = [
-    "--websocket_timeout", "86400",
-    "--ping-interval", "20",
-    "--ping-timeout", "30",
-    "--websocket-max-message-size", "65536",
+    "--websocket_timeout",
+    "86400",
+    "--ping-interval",
+    "20",
+    "--ping-timeout",
+    "30",
+    "--websocket-max-message-size",
+    "65536",
     "--proxy-headers",
 ]
 
@@ -100,8 +104,22 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / f"redis-{self.port}.log"), *self.extra],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / f"redis-{self.port}.log"),
+                *self.extra,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -147,33 +165,70 @@ class PostgresCluster:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.as_owner:
             shutil.chown(self.directory, "postgres")
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "presence", "--auth=trust", "-E", "UTF8",
-                  "--locale=C.UTF-8")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "presence",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         self.start()
-        subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "presence",
-                        "presence"], check=True)
+        subprocess.run(
+            [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "presence", "presence"],
+            check=True,
+        )
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"),
-                  "-w", "-t", "30", "-o", options, "start")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "postgres.log"),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            options,
+            "start",
+        )
 
     def stop(self) -> None:
-        subprocess.run([*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def running(self) -> bool:
-        status = subprocess.run([*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        status = subprocess.run(
+            [*self.as_owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return status.returncode == 0
 
 
 class Stack:
     """Redis, PostgreSQL, N Daphne processes and nginx in front, on loopback."""
 
-    def __init__(self, directory: Path | None = None, *, processes: int = 2, port: int | None = None,
-                 env: dict[str, str] | None = None, ping: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        processes: int = 2,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        ping: tuple[float, float] | None = None,
+    ) -> None:
         self.directory = Path(directory or tempfile.mkdtemp(prefix="presence-stack-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         # PostgreSQL runs as `postgres` and nginx's workers as `nobody` when started by root.
@@ -220,8 +275,14 @@ class Stack:
         return path.read_text()
 
     def manage(self, *args: str, capture: bool = False) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env(), check=True,
-                                capture_output=capture, text=True)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env(),
+            check=True,
+            capture_output=capture,
+            text=True,
+        )
         return result.stdout if capture else ""
 
     def start(self) -> "Stack":
@@ -245,9 +306,21 @@ class Stack:
     def start_app(self, index: int) -> None:
         log = open(self.directory / f"daphne-{index}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.app_ports[index]), *self.daphne_flags(),
-             "presence_site.asgi:application"],
-            cwd=BASE_DIR, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.app_ports[index]),
+                *self.daphne_flags(),
+                "presence_site.asgi:application",
+            ],
+            cwd=BASE_DIR,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.apps[index] = process
@@ -265,9 +338,12 @@ class Stack:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).exists():
             raise RuntimeError("nginx is not installed (apt-get install nginx)")
-        values = {"APP_1": f"127.0.0.1:{self.app_ports[0]}",
-                  "APP_2": f"127.0.0.1:{self.app_ports[1 % len(self.app_ports)]}",
-                  "NGINX_PORT": f"127.0.0.1:{self.port}", "STACK_DIR": str(self.directory)}
+        values = {
+            "APP_1": f"127.0.0.1:{self.app_ports[0]}",
+            "APP_2": f"127.0.0.1:{self.app_ports[1 % len(self.app_ports)]}",
+            "NGINX_PORT": f"127.0.0.1:{self.port}",
+            "STACK_DIR": str(self.directory),
+        }
         site = render(NGINX_TEMPLATE, values)
         # More than two processes: list the others beside the first two.
         extra = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;\n" for port in self.app_ports[2:])
@@ -279,8 +355,11 @@ class Stack:
             temp.mkdir(exist_ok=True)
             temp.chmod(0o777)
         log = open(self.directory / "nginx.log", "ab")
-        self.nginx = subprocess.Popen([binary, "-c", str(self.directory / "nginx.conf"), "-e",
-                                       str(self.directory / "nginx-error.log")], stdout=log, stderr=subprocess.STDOUT)
+        self.nginx = subprocess.Popen(
+            [binary, "-c", str(self.directory / "nginx.conf"), "-e", str(self.directory / "nginx-error.log")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         wait_for_port(self.port, process=self.nginx)
 
@@ -320,10 +399,15 @@ def main() -> None:
     try:
         stack.start()
         print(f"\n  Presence (production shape) is at {stack.url}/", flush=True)
-        print(f"  Redis {stack.redis.url}, PostgreSQL {stack.postgres.url}, Daphne on ports "
-              f"{', '.join(map(str, stack.app_ports))}; logs in {stack.directory}", flush=True)
-        print("  Make an admin: DATABASE_URL=" + stack.postgres.url + " .venv/bin/python manage.py createsuperuser",
-              flush=True)
+        print(
+            f"  Redis {stack.redis.url}, PostgreSQL {stack.postgres.url}, Daphne on ports "
+            f"{', '.join(map(str, stack.app_ports))}; logs in {stack.directory}",
+            flush=True,
+        )
+        print(
+            "  Make an admin: DATABASE_URL=" + stack.postgres.url + " .venv/bin/python manage.py createsuperuser",
+            flush=True,
+        )
         print("  Ctrl-C stops everything.\n", flush=True)
         while all(p is not None and p.poll() is None for p in [*stack.apps, stack.nginx]):
             time.sleep(1)

@@ -59,7 +59,9 @@ def test_login_with_the_token_works():
     client = csrf_client()
     client.get("/accounts/login/")
     token = client.cookies["csrftoken"].value
-    response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token})
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
     assert response.status_code == 302
 
 
@@ -104,9 +106,7 @@ def test_staff_reach_admin(make_user):
 
 
 def _fail(client: Client, username: str, address: str):
-    return client.post(
-        "/accounts/login/", {"username": username, "password": "wrong-guess"}, REMOTE_ADDR=address
-    )
+    return client.post("/accounts/login/", {"username": username, "password": "wrong-guess"}, REMOTE_ADDR=address)
 
 
 def test_brute_force_is_locked_out_with_a_429_page(make_user, settings):

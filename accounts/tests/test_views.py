@@ -36,7 +36,9 @@ def test_sign_up_shows_password_errors_on_the_page(client, password1, password2,
 
 def test_sign_up_with_a_taken_name_is_an_error(client, make_user):
     make_user("erin")
-    response = client.post("/accounts/signup/", {"username": "erin", "password1": GOOD_PASSWORD, "password2": GOOD_PASSWORD})
+    response = client.post(
+        "/accounts/signup/", {"username": "erin", "password1": GOOD_PASSWORD, "password2": GOOD_PASSWORD}
+    )
     assert response.status_code == 400
     assert "A user with that username already exists." in response.content.decode()
 

@@ -14,8 +14,6 @@ from presence.testing import answers_ping, close_code
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
-
-
 async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:
     """The next frame of one type, skipping room.presence updates in between."""
     while True:

@@ -84,9 +84,7 @@ async def test_a_history_larger_than_the_client_frame_limit_reaches_the_client(l
     def setup():
         room = Room.objects.create(slug="long-reads", title="Long reads")
         alice = make_user("alice")
-        Message.objects.bulk_create(
-            Message(room=room, author=alice, body=body, client_id=f"c{i}") for i in range(50)
-        )
+        Message.objects.bulk_create(Message(room=room, author=alice, body=body, client_id=f"c{i}") for i in range(50))
         return live_cookie(alice)
 
     cookie = await database_sync_to_async(setup)()

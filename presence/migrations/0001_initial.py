@@ -6,42 +6,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserPresence',
+            name="UserPresence",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='presence', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('online_since', models.DateTimeField(blank=True, null=True)),
-                ('last_seen', models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="presence",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("online_since", models.DateTimeField(blank=True, null=True)),
+                ("last_seen", models.DateTimeField(blank=True, db_index=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'user presence',
+                "verbose_name_plural": "user presence",
             },
         ),
         migrations.CreateModel(
-            name='Connection',
+            name="Connection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel_name', models.CharField(max_length=200, unique=True)),
-                ('session_key', models.CharField(blank=True, db_index=True, max_length=40)),
-                ('server', models.CharField(db_index=True, max_length=100)),
-                ('endpoint', models.CharField(choices=[('presence', 'Presence'), ('chat', 'Chat')], max_length=16)),
-                ('room', models.CharField(blank=True, db_index=True, max_length=50)),
-                ('idle', models.BooleanField(default=False)),
-                ('opened_at', models.DateTimeField()),
-                ('heartbeat_at', models.DateTimeField(db_index=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='connections', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("channel_name", models.CharField(max_length=200, unique=True)),
+                ("session_key", models.CharField(blank=True, db_index=True, max_length=40)),
+                ("server", models.CharField(db_index=True, max_length=100)),
+                ("endpoint", models.CharField(choices=[("presence", "Presence"), ("chat", "Chat")], max_length=16)),
+                ("room", models.CharField(blank=True, db_index=True, max_length=50)),
+                ("idle", models.BooleanField(default=False)),
+                ("opened_at", models.DateTimeField()),
+                ("heartbeat_at", models.DateTimeField(db_index=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="connections",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['user', 'heartbeat_at'], name='presence_co_user_id_944bc1_idx')],
+                "indexes": [models.Index(fields=["user", "heartbeat_at"], name="presence_co_user_id_944bc1_idx")],
             },
         ),
     ]

@@ -35,8 +35,6 @@ async def settled(communicator) -> None:
         pass
 
 
-
-
 async def next_answer(communicator) -> dict:
     """The next pong or error frame; broadcasts in between (presence diffs) are skipped."""
     while (frame := await communicator.receive_json_from(timeout=5))["type"] not in {"pong", "error"}:
@@ -193,7 +191,11 @@ async def test_a_password_change_closes_the_other_sessions_sockets(endpoint, mak
 
     response = await sync_to_async(laptop_client.post)(
         "/accounts/password/",
-        {"old_password": PASSWORD, "new_password1": "another-horse-battery-7", "new_password2": "another-horse-battery-7"},
+        {
+            "old_password": PASSWORD,
+            "new_password1": "another-horse-battery-7",
+            "new_password2": "another-horse-battery-7",
+        },
     )
     assert response.status_code == 302 and response["Location"] == "/accounts/password/done/"
     assert await close_code(phone) == protocol.CLOSE_SESSION_ENDED

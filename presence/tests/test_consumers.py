@@ -28,8 +28,6 @@ async def next_diff(communicator, timeout: float = 5) -> dict:
     return frame
 
 
-
-
 async def test_snapshot_lists_online_users_including_me(make_user, open_socket):
     alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
     bob_socket, *_ = await open_socket("/ws/presence/", bob)

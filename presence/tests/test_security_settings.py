@@ -79,7 +79,9 @@ def pages(make_user, settings):
 def test_every_page_has_the_policy_and_no_inline_code(pages):
     locked, pages = pages
     for client, method, path, status in pages:
-        data = {"username": "alice" if client is locked else "nobody", "password": "wrong"} if method == "post" else None
+        data = (
+            {"username": "alice" if client is locked else "nobody", "password": "wrong"} if method == "post" else None
+        )
         response = getattr(client, method)(path, data)
         assert response.status_code == status, path
         policy = directives(response["Content-Security-Policy"])
@@ -126,7 +128,12 @@ def _production(**extra: str) -> dict[str, str]:
 def _setup(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
-        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -146,7 +153,12 @@ def test_production_settings_refuse_to_start_without(missing):
 def test_production_settings_pass_the_deploy_check():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE_DIR, env=_production(), capture_output=True, text=True, timeout=120, check=False,
+        cwd=BASE_DIR,
+        env=_production(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -154,7 +166,12 @@ def test_production_settings_pass_the_deploy_check():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SOCKET_FRAME_RATE", 0), ("SOCKET_FRAME_BURST", 0), ("SOCKET_MAX_PER_USER", 0), ("SOCKET_SESSION_CHECK_INTERVAL", 0)],
+    [
+        ("SOCKET_FRAME_RATE", 0),
+        ("SOCKET_FRAME_BURST", 0),
+        ("SOCKET_MAX_PER_USER", 0),
+        ("SOCKET_SESSION_CHECK_INTERVAL", 0),
+    ],
 )
 def test_abuse_limits_that_would_refuse_everything_fail_the_system_check(settings, name, value):
     from presence.checks import presence_timings

@@ -20,9 +20,7 @@ def populate(online: int, offline: int) -> None:
         + [UserPresence(user=u, last_seen=now - timedelta(minutes=i)) for i, u in enumerate(users[online:])]
     )
     Connection.objects.bulk_create(
-        Connection(
-            channel_name=f"c{u.pk}", user=u, server="s", endpoint="presence", opened_at=now, heartbeat_at=now
-        )
+        Connection(channel_name=f"c{u.pk}", user=u, server="s", endpoint="presence", opened_at=now, heartbeat_at=now)
         for u in users[:online]
     )
 
@@ -63,4 +61,3 @@ def test_idle_only_when_every_socket_is_idle():
     assert presence_online_users()[0]["idle"] is False
     Connection.objects.update(idle=True)
     assert presence_online_users()[0]["idle"] is True
-

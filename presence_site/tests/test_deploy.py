@@ -16,12 +16,19 @@ def test_nginx_config_is_valid(tmp_path):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         pytest.fail("nginx is not installed (apt-get install nginx): the deployment config can't be checked")
-    values = {"APP_1": "127.0.0.1:9001", "APP_2": "127.0.0.1:9002", "NGINX_PORT": "127.0.0.1:9000",
-              "STACK_DIR": str(tmp_path)}
+    values = {
+        "APP_1": "127.0.0.1:9001",
+        "APP_2": "127.0.0.1:9002",
+        "NGINX_PORT": "127.0.0.1:9000",
+        "STACK_DIR": str(tmp_path),
+    }
     (tmp_path / "presence.conf").write_text(render(NGINX_TEMPLATE, values))
     (tmp_path / "nginx.conf").write_text(render(NGINX_MAIN_TEMPLATE, values))
-    result = subprocess.run([nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
 

@@ -117,7 +117,8 @@ def query(stack: Stack, sql: str, *params) -> list[tuple]:
 def room_messages(stack: Stack, slug: str) -> list[tuple[int, str]]:
     return query(
         stack,
-        "SELECT m.id, m.client_id FROM chat_message m JOIN chat_room r ON r.id = m.room_id WHERE r.slug = %s ORDER BY m.id",
+        "SELECT m.id, m.client_id FROM chat_message m JOIN chat_room r ON r.id = m.room_id"
+        " WHERE r.slug = %s ORDER BY m.id",
         slug,
     )
 
@@ -126,7 +127,7 @@ def open_sockets(stack: Stack, index: int) -> float:
     """The open-sockets gauge of one process, summed over endpoints."""
     status, text = get(f"http://127.0.0.1:{stack.app_ports[index]}/metrics")
     assert status == 200
-    return sum(float(value) for value in re.findall(r'^presence_open_sockets\{[^}]*\} (\S+)$', text, re.M))
+    return sum(float(value) for value in re.findall(r"^presence_open_sockets\{[^}]*\} (\S+)$", text, re.M))
 
 
 def client(stack: Stack, path: str, name: str, key: str, *, ws: str | None = None, **options) -> ResilientClient:
@@ -216,8 +217,9 @@ async def test_redis_down_at_start(stack):
 
     for path in ("/ws/presence/", "/ws/chat/redis-down/"):
         attempt = time.monotonic()
-        async with connect(stack.ws + path, additional_headers={"Origin": stack.url, "Cookie": f"sessionid={key}"},
-                           open_timeout=10) as connection:
+        async with connect(
+            stack.ws + path, additional_headers={"Origin": stack.url, "Cookie": f"sessionid={key}"}, open_timeout=10
+        ) as connection:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(connection.recv(), 10)
         assert closed.value.rcvd.code == 4503, path
@@ -277,8 +279,11 @@ async def test_redis_hang(stack):
         await close_all(clients)
     codes = sorted({code for c in clients for code in c.close_codes})
     assert set(codes) <= {4503, 1006}, codes
-    heal("redis hang 20 s", healed,
-         f"sockets closed {codes} within {closed_within:.1f} s, /healthz slowest {max(health):.2f} s")
+    heal(
+        "redis hang 20 s",
+        healed,
+        f"sockets closed {codes} within {closed_within:.1f} s, /healthz slowest {max(health):.2f} s",
+    )
 
 
 async def test_postgres_down(stack):
@@ -333,16 +338,21 @@ async def test_kill_one_of_two_daphne_processes(stack):
     names = list(keys)
     watcher_name = names[0]
     # The watcher is on the process that survives, so it sees every diff.
-    watcher = client(stack, "/ws/presence/", watcher_name, keys[watcher_name],
-                     ws=f"ws://127.0.0.1:{stack.app_ports[1]}")
+    watcher = client(
+        stack, "/ws/presence/", watcher_name, keys[watcher_name], ws=f"ws://127.0.0.1:{stack.app_ports[1]}"
+    )
     # Half the users' devices vanish with the process (no reconnect); the others reconnect through nginx.
     clients = {name: client(stack, "/ws/presence/", name, keys[name]) for name in names[1:]}
     try:
         await wait_all([watcher, *clients.values()], lambda c: c.connected, 20)
         await watcher.wait(lambda c: set(names) <= c.online, 20)
         pid = stack.apps[0].pid
-        rows = query(stack, "SELECT u.username, c.server FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
-                            "WHERE u.username = ANY(%s)", names)
+        rows = query(
+            stack,
+            "SELECT u.username, c.server FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
+            "WHERE u.username = ANY(%s)",
+            names,
+        )
         on_killed = sorted(name for name, server in rows if f":{pid}:" in server and name != watcher_name)
         gone = set(on_killed[::2])
         back = set(on_killed) - gone
@@ -357,14 +367,20 @@ async def test_kill_one_of_two_daphne_processes(stack):
         await watcher.wait(lambda c: not (gone & c.online), TTL + 6)
         healed = time.monotonic() - killed
         assert set(names) - gone <= watcher.online, (
-            watcher.leaves[leaves_before:], [(n, clients[n].opens, clients[n].close_codes) for n in sorted(back)],
-            watcher, killed)
+            watcher.leaves[leaves_before:],
+            [(n, clients[n].opens, clients[n].close_codes) for n in sorted(back)],
+            watcher,
+            killed,
+        )
     finally:
         await close_all([watcher, *clients.values()])
     left = [name for _, name in watcher.leaves[leaves_before:]]
     assert sorted(left) == sorted(gone), "only the users who had sockets only there went offline, once each"
-    heal("kill -9 of one Daphne", healed,
-         f"its clients back through nginx in {reconnected:.1f} s; {len(gone)} vanished users offline, no flicker")
+    heal(
+        "kill -9 of one Daphne",
+        healed,
+        f"its clients back through nginx in {reconnected:.1f} s; {len(gone)} vanished users offline, no flicker",
+    )
 
 
 VANISHING_CLIENT = """
@@ -384,7 +400,12 @@ async def test_client_that_vanishes_without_a_close_is_dropped_by_ping(stack):
     (ghost, ghost_key), (watcher_name, watcher_key) = keys.items()
     watcher = client(stack, "/ws/presence/", watcher_name, watcher_key)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", VANISHING_CLIENT, stack.ws + "/ws/presence/", stack.url, ghost_key,
+        sys.executable,
+        "-c",
+        VANISHING_CLIENT,
+        stack.ws + "/ws/presence/",
+        stack.url,
+        ghost_key,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -461,8 +482,13 @@ async def test_slow_reader_in_a_busy_room(stack):
         closed = sockets_closed(stack, 0, 1006)
         headers = {"Origin": stack.url, "Cookie": f"sessionid={keys[names[4]]}"}
         # On process 0 so that its memory can be watched; max_queue=1: the library stops reading the socket too.
-        laggard = await connect(f"ws://127.0.0.1:{stack.app_ports[0]}/ws/chat/busy/", additional_headers=headers,
-                                ping_interval=None, max_queue=1, max_size=2**22)
+        laggard = await connect(
+            f"ws://127.0.0.1:{stack.app_ports[0]}/ws/chat/busy/",
+            additional_headers=headers,
+            ping_interval=None,
+            max_queue=1,
+            max_size=2**22,
+        )
         await laggard.recv()  # the history; then it reads nothing more
         rss_before = rss_kib(pid)
         lagging = time.monotonic()
@@ -488,9 +514,12 @@ async def test_slow_reader_in_a_busy_room(stack):
     assert p95(during) < max(1.0, 3 * p95(before)), (p95(before), p95(during))
     growth = (rss_peak - rss_before) / 1024
     assert growth < 64, f"Daphne grew {growth:.0f} MiB behind one laggard"
-    heal("slow reader", dropped,
-         f"dropped with 1006 after {dropped:.1f} s; others' p95 {p95(before) * 1000:.0f} → {p95(during) * 1000:.0f} ms; "
-         f"Daphne +{growth:.1f} MiB")
+    heal(
+        "slow reader",
+        dropped,
+        f"dropped with 1006 after {dropped:.1f} s; others' p95 {p95(before) * 1000:.0f} → {p95(during) * 1000:.0f} ms; "
+        f"Daphne +{growth:.1f} MiB",
+    )
 
 
 async def test_storm_of_1000_sockets_on_one_process(stack):
@@ -503,7 +532,7 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
     try:
         # In waves of 100, as after a deploy; each client retries a refused handshake, as the page does.
         for batch in range(0, 1000, 100):
-            wave = [client(stack, "/ws/presence/", name, keys[name], ws=ws) for name in names[batch:batch + 100]]
+            wave = [client(stack, "/ws/presence/", name, keys[name], ws=ws) for name in names[batch : batch + 100]]
             storm += wave
             await wait_all(wave, lambda c: c.connected, 60)
         opened = time.monotonic() - started
@@ -519,9 +548,21 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
         await close_all(storm)
     closing = time.monotonic()
     await until(lambda: open_sockets(stack, 0) == 0, 30)
-    await until(lambda: query(stack, "SELECT count(*) FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
-                                     "WHERE u.username LIKE 'st%%'")[0][0] == 0, 30)
+    await until(
+        lambda: (
+            query(
+                stack,
+                "SELECT count(*) FROM presence_connection c JOIN auth_user u ON u.id = c.user_id "
+                "WHERE u.username LIKE 'st%%'",
+            )[0][0]
+            == 0
+        ),
+        30,
+    )
     drained = time.monotonic() - closing
-    heal("storm of 1,000 sockets", drained,
-         f"1,000 opened in {opened:.1f} s ({refused} handshakes refused and retried), one diff reached all in "
-         f"{reached:.1f} s, all rows and the gauge back to 0")
+    heal(
+        "storm of 1,000 sockets",
+        drained,
+        f"1,000 opened in {opened:.1f} s ({refused} handshakes refused and retried), one diff reached all in "
+        f"{reached:.1f} s, all rows and the gauge back to 0",
+    )

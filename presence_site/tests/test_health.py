@@ -43,8 +43,14 @@ def test_metrics_for_allowed_networks_and_staff_only(client, settings, make_user
     response = client.get("/metrics")  # the test client comes from 127.0.0.1
     assert response.status_code == 200
     text = response.content.decode()
-    for name in ("presence_online_users", "presence_open_sockets", "presence_frames_refused_total",
-                 "presence_sweep_runs_total", "chat_messages_stored_total", "presence_channel_layer_errors_total"):
+    for name in (
+        "presence_online_users",
+        "presence_open_sockets",
+        "presence_frames_refused_total",
+        "presence_sweep_runs_total",
+        "chat_messages_stored_total",
+        "presence_channel_layer_errors_total",
+    ):
         assert name in text
     settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
     assert client.get("/metrics").status_code == 403

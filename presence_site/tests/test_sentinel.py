@@ -106,7 +106,9 @@ async def test_layer_and_cache_follow_the_master_through_a_failover(sentinel_set
     )
     await asyncio.to_thread(wait_until, lambda: master_port(sentinel) == replica.port, "the replica's promotion")
     old_master = redis.Redis(port=sentinel_set["master"].port)
-    await asyncio.to_thread(wait_until, lambda: old_master.execute_command("ROLE")[0] == b"slave", "the old master's demotion")
+    await asyncio.to_thread(
+        wait_until, lambda: old_master.execute_command("ROLE")[0] == b"slave", "the old master's demotion"
+    )
 
     assert (await eventually(lambda: round_trip("after")))["text"] == "after"
     await eventually(lambda: asyncio.to_thread(caches["default"].set, "probe", "after", 60))
