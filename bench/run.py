@@ -90,8 +90,15 @@ SYSTEMS = [
         )
         for kind, prefix, what in (("app", "app", "app"), ("standin", "nodb", "app sockets, messages not stored"))
         for name, server, layer, fan, label, quick in (
-            ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out (default)", True),
-            ("-stock", "daphne", "core", "channel", "Daphne + RedisChannelLayer, a group member per socket", True),
+            ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out", True),
+            (
+                "-stock",
+                "daphne",
+                "core",
+                "channel",
+                "Daphne + RedisChannelLayer, a group member per socket (default)",
+                True,
+            ),
             ("-pubsub", "daphne", "pubsub", "channel", "Daphne + RedisPubSubChannelLayer, a member per socket", False),
             (
                 "-pubsub-fanout",

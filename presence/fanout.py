@@ -64,7 +64,31 @@ class Fanout:
                 local.task = self.loop.create_task(self._receive(local))
                 if self.refresh_task is None:
                     self.refresh_task = self.loop.create_task(self._refresh())
+            else:
+                # Renewed on every join: a Redis that restarted (or failed over)
+                # has forgotten the membership, and the sockets that reconnect
+                # after it must not join a group this process no longer hears.
+                await layer.group_add(group, local.channel)
             local.members[member.channel_name] = member
+
+    async def renew(self) -> None:
+        """After Redis restarted: listen on a fresh channel per group and join the groups again.
+
+        The new Redis has forgotten every membership, and a receive that was
+        waiting on the old one may never wake; sockets that reconnect join
+        these groups, so they must be live before the clients come back.
+        """
+        async with self.lock:
+            for local in list(self.groups.values()):
+                if local.task is not None:
+                    local.task.cancel()
+                    await asyncio.gather(local.task, return_exceptions=True)
+                try:
+                    local.channel = await local.layer.new_channel()
+                    await local.layer.group_add(local.name, local.channel)
+                except Exception:
+                    logger.warning("could not join group %s again after a restart", local.name, exc_info=True)
+                local.task = self.loop.create_task(self._receive(local))
 
     async def leave(self, group: str, member: Member) -> None:
         """Remove a socket from a group; the last one here unsubscribes this process."""

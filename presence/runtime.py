@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import metrics, protocol
+from presence.fanout import fanout
 from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
 from presence.services import (
     Join,
@@ -228,6 +229,8 @@ class PresenceHub:
         previous, self.layer_epoch = self.layer_epoch, epoch
         if previous is None or previous == epoch:
             return
+        if settings.CHANNEL_FANOUT == "process":
+            await fanout().renew()
         await self._close_all("the channel layer's Redis restarted", "restarted")
 
     async def _close_all(self, reason: str, label: str) -> None:

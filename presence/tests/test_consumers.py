@@ -378,9 +378,10 @@ async def test_diffs_reach_watchers_with_either_fanout(make_user, open_socket, s
     assert [j["username"] for j in (await next_diff(watcher))["joins"]] == ["bob"]
 
 
-async def test_process_leaves_its_groups_with_its_last_socket(make_user, open_socket):
+async def test_process_leaves_its_groups_with_its_last_socket(make_user, open_socket, settings):
     from presence.fanout import fanout
 
+    settings.CHANNEL_FANOUT = "process"
     alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
     first, *_ = await open_socket("/ws/presence/", alice)
     second, *_ = await open_socket("/ws/presence/", bob)
