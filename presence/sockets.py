@@ -370,7 +370,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""
-        if event.get("skip") == self.channel_name:
+        # Nothing after the server has closed the socket (a broadcast already
+        # queued for it, such as its own user's leave).
+        if event.get("skip") == self.channel_name or self.closing:
             return
         if self.held is not None:
             self.held.append(event["text"])
