@@ -4,7 +4,6 @@ import asyncio
 import json
 import random
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from presence_site.stack import RedisServer, free_port, stop_process, wait_for_port  # noqa: F401  (re-exported for tests)
+from presence_site.stack import RedisServer, daphne_command, free_port, stop_process, wait_for_port  # noqa: F401  (re-exported for tests)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ORIGIN = "http://localhost"
@@ -78,24 +77,7 @@ class LiveServer:
     def start(self) -> None:
         """Start Daphne on this server's port and wait until it listens."""
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--websocket_timeout",
-                "86400",
-                "--ping-interval",
-                "20",
-                "--ping-timeout",
-                "30",
-                "--websocket-max-message-size",
-                "65536",
-                "presence_site.asgi:application",
-            ],
+            daphne_command(self.port),
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,

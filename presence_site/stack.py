@@ -37,6 +37,21 @@ DAPHNE_FLAGS = [
 ]
 
 
+def daphne_command(port: int, flags: list[str] = DAPHNE_FLAGS) -> list[str]:
+    """Daphne serving the app on 127.0.0.1:port with the given flags (the production ones by default)."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        *flags,
+        "presence_site.asgi:application",
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -306,17 +321,7 @@ class Stack:
     def start_app(self, index: int) -> None:
         log = open(self.directory / f"daphne-{index}.log", "ab")
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.app_ports[index]),
-                *self.daphne_flags(),
-                "presence_site.asgi:application",
-            ],
+            daphne_command(self.app_ports[index], self.daphne_flags()),
             cwd=BASE_DIR,
             env=self.env(),
             stdout=log,
