@@ -99,7 +99,6 @@ class SocketConsumer(AsyncWebsocketConsumer):
             return
         except Exception:
             logger.exception("%s socket could not be registered", self.endpoint)
-            await self.leave_groups()
             await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "registration failed")
             return
         await self.opened()
@@ -123,12 +122,12 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def register(self, user) -> None:
         self.joined = self.groups_for()
-        # Join the groups first, so that no event between the snapshot and the join is lost.
-        for group in self.joined:
-            # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
-            await asyncio.wait_for(self.group_join(group), LAYER_TIMEOUT)
         session = self.scope.get("session")
         try:
+            # Join the groups first, so that no event between the snapshot and the join is lost.
+            for group in self.joined:
+                # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
+                await asyncio.wait_for(self.group_join(group), LAYER_TIMEOUT)
             join = await database_sync_to_async(connection_open)(
                 user=user,
                 channel_name=self.channel_name,
@@ -291,14 +290,15 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def close_with(self, code: int, reason: str) -> None:
         """Close the socket with a code the browser can read, and log why (never the frame)."""
         self.closing = True
+        fields = self.log_fields()
         logger.info(
             "closing %s socket: code=%s reason=%s user=%s address=%s",
             self.endpoint,
             code,
             reason,
-            self.who(),
-            self.address(),
-            extra={**self.log_fields(), "code": code, "reason": reason},
+            fields["user"] or "anonymous",
+            fields["remote"] or "-",
+            extra={**fields, "code": code, "reason": reason},
         )
         await self.close(code=code)
         # Forget the socket now rather than when the client acknowledges the
@@ -307,24 +307,15 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     def log_refused_frame(self, code: str) -> None:
         metrics.FRAMES_REFUSED.labels(code).inc()
+        fields = self.log_fields()
         logger.info(
             "refused %s frame: reason=%s user=%s address=%s",
             self.endpoint,
             code,
-            self.who(),
-            self.address(),
-            extra={**self.log_fields(), "reason": code},
+            fields["user"] or "anonymous",
+            fields["remote"] or "-",
+            extra={**fields, "reason": code},
         )
-
-    def who(self) -> str:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            return "anonymous"
-        return f"{user.get_username()}#{user.pk}"
-
-    def address(self) -> str:
-        client = self.scope.get("client")
-        return str(client[0]) if client else "-"
 
     def log_fields(self) -> dict[str, Any]:
         """Who and where, for log lines; never a body, cookie or session key."""
