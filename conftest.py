@@ -1,5 +1,6 @@
 """Fixtures shared by every app's tests: real Redis, real Daphne processes, logged-in sockets."""
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -146,8 +147,16 @@ async def open_socket() -> AsyncIterator[Callable]:
         return communicator, client, session_key
 
     yield open_
+    from presence.runtime import hub
+
     for communicator in opened:
         await communicator.disconnect()
+    # A presence diff still being published runs its count query in the database
+    # thread: let it finish before the test database is flushed (PostgreSQL's
+    # TRUNCATE can deadlock with a query still running).
+    flush = hub().flush_task
+    if flush is not None:
+        await asyncio.wait([flush], timeout=2)
 
 
 @pytest.fixture

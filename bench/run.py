@@ -90,13 +90,13 @@ SYSTEMS = [
         )
         for kind, prefix, what in (("app", "app", "app"), ("standin", "nodb", "app sockets, messages not stored"))
         for name, server, layer, fan, label, quick in (
-            ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out", True),
+            ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out (default)", True),
             (
                 "-stock",
                 "daphne",
                 "core",
                 "channel",
-                "Daphne + RedisChannelLayer, a group member per socket (default)",
+                "Daphne + RedisChannelLayer, a group member per socket",
                 True,
             ),
             ("-pubsub", "daphne", "pubsub", "channel", "Daphne + RedisPubSubChannelLayer, a member per socket", False),

@@ -20,10 +20,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from presence import protocol  # noqa: E402
+from presence import daphne_compat, protocol  # noqa: E402
 from presence.models import Connection  # noqa: E402
 from presence.sockets import SocketConsumer  # noqa: E402
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
+
+# As the app's own ASGI module does: the same Daphne underneath.
+daphne_compat.install()
 
 
 class RoomConsumer(SocketConsumer):

@@ -4,17 +4,19 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from presence import protocol
+from presence.fanout import send_to_socket
 from presence.services import session_channels, user_channels
 
 
 def _close_channels(channel_names: list[str], reason: str) -> int:
+    """channel_names: the sockets' addresses, as stored in their Connection rows."""
     layer = get_channel_layer()
     if layer is None or not channel_names:
         return 0
 
     async def send_all() -> None:
         for name in channel_names:
-            await layer.send(name, protocol.session_end_event(reason))
+            await send_to_socket(layer, name, protocol.session_end_event(reason))
 
     async_to_sync(send_all)()
     return len(channel_names)

@@ -8,6 +8,13 @@ group once, with a channel of its own, and hands each message to its sockets
 in a loop: a frame forward is written to every socket at once, anything else
 goes to the socket's own channel as before.
 
+The few events addressed to one socket (a session that ended) go the same
+way: a socket has no channel of its own on the layer, only an address inside
+its process's inbox channel (`send_to_socket`), and the process hands what
+arrives there to the socket. A channel per socket cost each idle socket a
+receive waiting on the layer (its tasks and queue): about 6 KiB, a seventh of
+a socket's memory (docs/benchmarks.md).
+
 Nothing here is shared state: the registry holds only this process's own open
 sockets, per event loop. The layer stays lossy, as before: a process that
 misses a message misses it for its sockets, which resync from the database
@@ -15,21 +22,27 @@ when they reconnect.
 """
 
 import asyncio
+import itertools
 import logging
-import weakref
 from typing import Any, Protocol
 
 from django.conf import settings
 
-from presence import protocol
+from presence import metrics, protocol
+from presence.loops import per_loop
 
 logger = logging.getLogger(__name__)
+
+# Seconds a socket, or this registry, waits for one channel-layer call before it gives up on it.
+LAYER_TIMEOUT = 5.0
 
 
 class Member(Protocol):
     channel_name: str
 
     async def frame_forward(self, event: dict[str, Any]) -> None: ...
+
+    async def dispatch(self, message: dict[str, Any]) -> None: ...
 
 
 class LocalGroup:
@@ -52,6 +65,91 @@ class Fanout:
         # Joins and leaves of one group must not interleave around the layer calls.
         self.lock = asyncio.Lock()
         self.refresh_task: asyncio.Task | None = None
+        # Receives cancelled but not finished yet, and events being handled (kept so they are not collected).
+        self.stopping: set[asyncio.Task] = set()
+        self.handling: set[asyncio.Task] = set()
+        # The process's inbox: events sent to one of its sockets arrive here, with the socket's address.
+        self.inbox: str | None = None
+        self.inbox_layer = None
+        self.inbox_task: asyncio.Task | None = None
+        self.sockets: dict[str, Member] = {}
+        self.socket_numbers = itertools.count(1)
+
+    async def address(self, layer) -> str:
+        """A new address for a socket of this process, inside its inbox channel."""
+        if self.inbox is None:
+            self.inbox = await layer.new_channel()
+            self.inbox_layer = layer
+        return f"{self.inbox}{ADDRESS_SEPARATOR}{next(self.socket_numbers)}"
+
+    def attach(self, member: Member) -> None:
+        """Deliver what arrives for this socket's address; the first socket starts the inbox's receive."""
+        self.sockets[member.channel_name] = member
+        if self.inbox_task is None:
+            self.inbox_task = self.loop.create_task(self._receive_inbox())
+
+    def detach(self, member: Member) -> None:
+        """Forget a socket; the last one stops the inbox's receive (what arrives later waits on the layer)."""
+        self.sockets.pop(member.channel_name, None)
+        if not self.sockets and self.inbox_task is not None:
+            self._cancel(self.inbox_task)
+            self.inbox_task = None
+
+    async def _receive_inbox(self) -> None:
+        async def lost(error: Exception) -> None:
+            # Redis went away: every socket here is deaf to what is sent to
+            # it, so each closes with 4503 as its own receive would have.
+            metrics.LAYER_ERRORS.labels("receive").inc()
+            logger.warning("this process's socket inbox could not receive (%s)", type(error).__name__)
+            for member in list(self.sockets.values()):
+                self._handle(member, {"type": "layer.lost"})
+            await asyncio.sleep(1)
+
+        async def arrived(message: dict[str, Any]) -> None:
+            member = self.sockets.get(message.pop(ADDRESS_KEY, None))
+            if member is not None:
+                self._handle(member, message)
+
+        # Until detach() or renew() replaces this task.
+        await self._receive_until(self.inbox_layer, self.inbox, lambda this: self.inbox_task is this, arrived, lost)
+
+    @staticmethod
+    async def _receive_until(layer, channel: str, current, arrived, failed) -> None:
+        """Receive on a channel while current(this task) holds, handing each message to arrived().
+
+        Checked on every turn: a receive cancelled inside redis-py can end in a
+        ConnectionError instead of CancelledError, and a loop that kept going
+        held the event loop's shutdown for good.
+        """
+        this = asyncio.current_task()
+        while current(this) and not this.cancelling():
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not current(this) or this.cancelling():
+                    return
+                await failed(error)
+                continue
+            await arrived(message)
+
+    def _handle(self, member: Member, message: dict[str, Any]) -> None:
+        # In a task of its own: a handler may close the socket, which waits out the leave grace.
+        task = self.loop.create_task(member.dispatch(message))
+        self.handling.add(task)
+        task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task) -> None:
+        self.handling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a socket failed to handle an event", exc_info=task.exception())
+
+    def _cancel(self, task: asyncio.Task) -> None:
+        if not task.done():
+            task.cancel()
+            self.stopping.add(task)
+            task.add_done_callback(self.stopping.discard)
 
     async def join(self, group: str, member: Member, layer) -> None:
         """Add a socket to a group; the first one here subscribes this process to it."""
@@ -61,7 +159,7 @@ class Fanout:
                 channel = await layer.new_channel()
                 await layer.group_add(group, channel)
                 local = self.groups[group] = LocalGroup(group, layer, channel)
-                local.task = self.loop.create_task(self._receive(local))
+                self._listen(local)
                 if self.refresh_task is None:
                     self.refresh_task = self.loop.create_task(self._refresh())
             else:
@@ -80,15 +178,19 @@ class Fanout:
         """
         async with self.lock:
             for local in list(self.groups.values()):
-                if local.task is not None:
-                    local.task.cancel()
-                    await asyncio.gather(local.task, return_exceptions=True)
+                self._stop_listening(local)
+                old_channel, local.channel = local.channel, await local.layer.new_channel()
                 try:
-                    local.channel = await local.layer.new_channel()
-                    await local.layer.group_add(local.name, local.channel)
+                    await asyncio.wait_for(local.layer.group_add(local.name, local.channel), LAYER_TIMEOUT)
+                    # A replica promoted by Sentinel still has the old membership: each message would come twice.
+                    await asyncio.wait_for(local.layer.group_discard(local.name, old_channel), LAYER_TIMEOUT)
                 except Exception:
                     logger.warning("could not join group %s again after a restart", local.name, exc_info=True)
-                local.task = self.loop.create_task(self._receive(local))
+                self._listen(local)
+            # The inbox's receive may be waiting on the old Redis too.
+            if self.inbox_task is not None:
+                self._cancel(self.inbox_task)
+                self.inbox_task = self.loop.create_task(self._receive_inbox())
 
     async def leave(self, group: str, member: Member) -> None:
         """Remove a socket from a group; the last one here unsubscribes this process."""
@@ -97,37 +199,53 @@ class Fanout:
             if local is None or local.members.pop(member.channel_name, None) is None or local.members:
                 return
             del self.groups[group]
-            if local.task is not None:
-                local.task.cancel()
-                await asyncio.gather(local.task, return_exceptions=True)
+            self._stop_listening(local)
             if not self.groups and self.refresh_task is not None:
                 self.refresh_task.cancel()
-                await asyncio.gather(self.refresh_task, return_exceptions=True)
                 self.refresh_task = None
             try:
-                await local.layer.group_discard(group, local.channel)
+                await asyncio.wait_for(local.layer.group_discard(group, local.channel), LAYER_TIMEOUT)
             except Exception:
                 # Membership expires on its own (group_expiry); nothing is delivered here any more.
                 logger.warning("could not leave group %s on the channel layer", group, exc_info=True)
 
-    async def _receive(self, local: LocalGroup) -> None:
-        while True:
+    def _listen(self, local: LocalGroup) -> None:
+        local.task = self.loop.create_task(self._receive(local, local.channel))
+
+    def _stop_listening(self, local: LocalGroup) -> None:
+        """Cancel the group's receive without waiting for it.
+
+        A receive cancelled while Redis restarts can take its time to finish
+        (seen: minutes, inside the layer's connection handling); waited for
+        under the lock, it held every join of this process, so every socket
+        that connected here was refused.
+        """
+        task, local.task = local.task, None
+        if task is not None:
+            self._cancel(task)
+
+    async def _receive(self, local: LocalGroup, channel: str) -> None:
+        async def failed(error: Exception) -> None:
+            # Redis went away: the inbox's receive fails too and closes the
+            # sockets with 4503 (with CHANNEL_FANOUT=channel, their own
+            # receives do); clients resync when they reconnect.
+            logger.warning("fan-out of group %s could not receive; retrying", local.name, exc_info=error)
+            await asyncio.sleep(1)
             try:
-                message = await local.layer.receive(local.channel)
-            except asyncio.CancelledError:
-                raise
+                # A restarted Redis has forgotten the membership.
+                await asyncio.wait_for(local.layer.group_add(local.name, channel), LAYER_TIMEOUT)
             except Exception:
-                # Redis went away: the sockets' own channels fail too and close
-                # them (1011), and clients resync when they reconnect.
-                logger.warning("fan-out of group %s could not receive; retrying", local.name, exc_info=True)
-                await asyncio.sleep(1)
-                try:
-                    # A restarted Redis has forgotten the membership.
-                    await local.layer.group_add(local.name, local.channel)
-                except Exception:
-                    pass
-                continue
-            await self.deliver(local, message)
+                pass
+
+        async def arrived(message: dict[str, Any]) -> None:
+            if local.channel == channel:
+                await self.deliver(local, message)
+
+        # Until the group listens on another channel (renew) or is left.
+        def current(this: asyncio.Task) -> bool:
+            return local.channel == channel and local.task is this
+
+        await self._receive_until(local.layer, channel, current, arrived, failed)
 
     async def deliver(self, local: LocalGroup, message: dict[str, Any]) -> None:
         members = list(local.members.values())
@@ -138,12 +256,8 @@ class Fanout:
                 except Exception:
                     logger.debug("a forward to %s failed", member.channel_name, exc_info=True)
         else:
-            # Other events run in each consumer's own task, as if sent to the group.
             for member in members:
-                try:
-                    await local.layer.send(member.channel_name, message)
-                except Exception:
-                    logger.warning("an event for %s was dropped", member.channel_name, exc_info=True)
+                self._handle(member, message)
 
     async def _refresh(self) -> None:
         """Renew this process's group memberships before the layer's group_expiry drops them."""
@@ -157,13 +271,25 @@ class Fanout:
                     logger.warning("could not renew group %s", local.name, exc_info=True)
 
 
-_fanouts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Fanout]" = weakref.WeakKeyDictionary()
+# A socket's address is its process's inbox channel, this separator and a number of its own. "#" appears in
+# no channel name of any layer (channels allows letters, digits, "-", "_", "." and one "!").
+ADDRESS_SEPARATOR = "#"
+# The key that carries the address in an event sent to the inbox.
+ADDRESS_KEY = "__socket__"
 
 
-def fanout() -> Fanout:
-    """This process's fan-out registry, for the running event loop."""
-    loop = asyncio.get_running_loop()
-    found = _fanouts.get(loop)
-    if found is None:
-        found = _fanouts[loop] = Fanout(loop)
-    return found
+async def send_to_socket(layer, address: str, event: dict[str, Any]) -> None:
+    """Send an event to one socket, on whichever process holds it.
+
+    An address inside a process's inbox (CHANNEL_FANOUT=process) goes to that
+    inbox; a plain channel name (CHANNEL_FANOUT=channel) is sent to directly.
+    """
+    inbox, separator, _ = address.partition(ADDRESS_SEPARATOR)
+    if separator:
+        await layer.send(inbox, {**event, ADDRESS_KEY: address})
+    else:
+        await layer.send(address, event)
+
+
+# This process's fan-out registry, for the running event loop.
+fanout = per_loop(Fanout)

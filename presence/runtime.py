@@ -18,7 +18,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import metrics, protocol
-from presence.fanout import fanout
+from presence.fanout import LAYER_TIMEOUT, fanout, send_to_socket
+from presence.loops import per_loop
 from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
 from presence.services import (
     Join,
@@ -34,6 +35,12 @@ from presence.services import (
 
 logger = logging.getLogger(__name__)
 
+# Seconds the heartbeat waits for Redis to say who it is.
+LAYER_CHECK_TIMEOUT = 2.0
+# When a broadcast fails, it is sent again after these pauses (seconds); a
+# presence diff keeps trying at the last one.
+BROADCAST_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
 SERVER_ID = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -42,8 +49,7 @@ class PresenceHub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.sockets = 0
-        # This process's own open sockets, to close them when the layer forgot them.
+        # This process's own open sockets: counted by the heartbeat, closed when the layer forgot them.
         self.consumers: "weakref.WeakSet" = weakref.WeakSet()
         self.layer_epoch: tuple | None = None
         self.layer_failures = 0
@@ -51,9 +57,13 @@ class PresenceHub:
         # Kept apart from joins and leaves: a join and an away in one window are both news.
         self.pending_states: dict[str, str] = {}
         self.last_flush = float("-inf")
+        # Diffs in a row that could not be published; their transitions wait for the next.
+        self.flush_failures = 0
         self.flush_task: asyncio.Task | None = None
         self.flush_lock = asyncio.Lock()
         self.heartbeat_task: asyncio.Task | None = None
+        # Broadcasts being sent again after a layer failure (kept so they are not collected).
+        self.resends: set[asyncio.Task] = set()
         self.session_check_task: asyncio.Task | None = None
         # Sockets that closed while the database was unreachable: their rows
         # would be refreshed by the heartbeat for ever, so it retries them.
@@ -98,19 +108,19 @@ class PresenceHub:
         if self.heartbeat_task is None:
             self.heartbeat_task = self.loop.create_task(self._heartbeat())
 
-    def socket_opened(self, consumer=None) -> None:
-        self.sockets += 1
-        if consumer is not None:
-            self.consumers.add(consumer)
+    @property
+    def sockets(self) -> int:
+        return len(self.consumers)
+
+    def socket_opened(self, consumer) -> None:
+        self.consumers.add(consumer)
         if self.heartbeat_task is None:
             self.heartbeat_task = self.loop.create_task(self._heartbeat())
         if self.session_check_task is None:
             self.session_check_task = self.loop.create_task(self._session_check())
 
-    def socket_closed(self, consumer=None) -> None:
-        self.sockets = max(0, self.sockets - 1)
-        if consumer is not None:
-            self.consumers.discard(consumer)
+    def socket_closed(self, consumer) -> None:
+        self.consumers.discard(consumer)
 
     def publish(self, transitions: list[Transition | StateChange]) -> None:
         """Queue transitions for the next diff; a burst within the window becomes one frame."""
@@ -118,10 +128,44 @@ class PresenceHub:
             if isinstance(transition, StateChange):
                 self.pending_states[transition.username] = transition.state
             else:
-                # A user appears once per diff, in their latest state.
+                # A user appears once per diff, in their latest state; an
+                # away/online change queued before this join or leave is older.
                 self.pending[transition.username] = transition
+                self.pending_states.pop(transition.username, None)
         if (self.pending or self.pending_states) and self.flush_task is None:
             self.flush_task = self.loop.create_task(self._flush())
+
+    async def group_send(self, group: str, event: dict, *, label: str) -> bool:
+        """Send a stored thing to a group; if the layer fails, keep sending it in the background.
+
+        Sockets that reconnected while the layer was failing have already
+        resumed from the database past what was stored before they came back,
+        so what is stored after that reaches them only by broadcast: a lost one
+        would be a gap until their next reconnect. Receivers drop repeats by id.
+        """
+        if await self.try_group_send(group, event, label=label):
+            return True
+        task = self.loop.create_task(self._resend(group, event, label))
+        self.resends.add(task)
+        task.add_done_callback(self.resends.discard)
+        return False
+
+    async def try_group_send(self, group: str, event: dict, *, label: str) -> bool:
+        """Send to a group once, bounded by LAYER_TIMEOUT; a failure is counted and logged, not raised."""
+        try:
+            await asyncio.wait_for(get_channel_layer().group_send(group, event), LAYER_TIMEOUT)
+        except Exception as error:
+            metrics.LAYER_ERRORS.labels(label).inc()
+            logger.warning("%s broadcast to %s failed (%s)", label, group, type(error).__name__)
+            return False
+        return True
+
+    async def _resend(self, group: str, event: dict, label: str) -> None:
+        for delay in BROADCAST_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            if await self.try_group_send(group, event, label=label):
+                return
+        logger.error("%s broadcast to %s given up after %d tries", label, group, len(BROADCAST_RETRY_DELAYS) + 1)
 
     async def _flush(self) -> None:
         async with self.flush_lock:
@@ -152,19 +196,41 @@ class PresenceHub:
             ]
             try:
                 count = await database_sync_to_async(presence_online_count)()
-                frame = protocol.diff_frame(joins, leaves, count, states)
+            except Exception as error:
+                logger.warning("presence diff could not count who is online (%s)", type(error).__name__)
+                published = False
+            else:
                 # Bounded, or a hung Redis would hold the lock and every later diff.
-                await asyncio.wait_for(
-                    get_channel_layer().group_send(protocol.PRESENCE_GROUP, protocol.forward_event(frame)),
-                    LAYER_CHECK_TIMEOUT * 2,
-                )
-            except Exception:
-                metrics.LAYER_ERRORS.labels("presence_diff").inc()
-                # Watchers resync from a snapshot when they reconnect; the
-                # transitions themselves are already in the database.
-                logger.exception("presence diff could not be published")
-            finally:
-                self.last_flush = self.loop.time()
+                frame = protocol.diff_frame(joins, leaves, count, states)
+                event = protocol.forward_event(frame)
+                published = await self.try_group_send(protocol.PRESENCE_GROUP, event, label="presence_diff")
+            if not published:
+                self._flush_again(pending, pending_states)
+                return
+            self.flush_failures = 0
+            self.last_flush = self.loop.time()
+
+    def _flush_again(self, pending: dict, pending_states: dict) -> None:
+        """Put back the transitions of a diff that was not published, and send them with the next diff.
+
+        Watchers that had already resumed from a snapshot would otherwise miss
+        them until they reconnect. A newer transition of the same user wins, so
+        a watcher never sees a user's changes out of order; one that did get the
+        failed diff (it timed out after all) sees the same states again.
+        """
+        for username, state in pending_states.items():
+            # Not behind a newer transition or state, nor after a leave of the same diff.
+            if username in self.pending or username in self.pending_states or isinstance(pending.get(username), Leave):
+                continue
+            self.pending_states[username] = state
+        for username, transition in pending.items():
+            self.pending.setdefault(username, transition)
+        delay = BROADCAST_RETRY_DELAYS[min(self.flush_failures, len(BROADCAST_RETRY_DELAYS) - 1)]
+        self.flush_failures += 1
+        # The next flush waits out the pause instead of the coalescing window.
+        self.last_flush = self.loop.time() + delay - settings.PRESENCE_COALESCE_WINDOW
+        if self.flush_task is None:
+            self.flush_task = self.loop.create_task(self._flush())
 
     async def _heartbeat(self) -> None:
         try:
@@ -202,7 +268,9 @@ class PresenceHub:
                         logger.info("closing %d sockets whose session expired or was deleted", len(ended))
                         layer = get_channel_layer()
                         for channel_name in ended:
-                            await layer.send(channel_name, protocol.session_end_event("session expired or deleted"))
+                            await send_to_socket(
+                                layer, channel_name, protocol.session_end_event("session expired or deleted")
+                            )
                 except Exception:
                     logger.exception("session check failed; trying again next interval")
         finally:
@@ -254,9 +322,6 @@ class PresenceHub:
                     self.publish([leave])
 
 
-LAYER_CHECK_TIMEOUT = 2.0
-
-
 async def layer_epoch() -> tuple | None:
     """The run ids of the channel layer's Redis servers (they change when one restarts); None if one does not answer."""
     layer = get_channel_layer()
@@ -272,13 +337,5 @@ async def layer_epoch() -> tuple | None:
     return tuple(ids)
 
 
-_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceHub]" = weakref.WeakKeyDictionary()
-
-
-def hub() -> PresenceHub:
-    """This process's hub, for the running event loop."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        found = _hubs[loop] = PresenceHub(loop)
-    return found
+# This process's hub, for the running event loop.
+hub = per_loop(PresenceHub)

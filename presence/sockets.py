@@ -6,13 +6,16 @@ import time
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from presence import metrics, protocol
 from presence.fanout import fanout
 from presence.protocol import ProtocolError
-from presence.runtime import SERVER_ID, hub
+from presence.runtime import LAYER_TIMEOUT, SERVER_ID, hub
 from presence.services import (
     SessionEnded,
     TooManySockets,
@@ -24,9 +27,6 @@ from presence.services import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Seconds a socket waits for one channel-layer call before it gives up on it.
-LAYER_TIMEOUT = 5.0
 
 
 class SocketConsumer(AsyncWebsocketConsumer):
@@ -52,7 +52,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope, receive, send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         finally:
             if self.registered:
                 # Daphne cancels an instance whose socket went away without a
@@ -72,6 +72,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
         self.flood_strikes = 0
         # Set once the server decided to close: frames still queued are ignored.
         self.closing = False
+        self.handler_lock = asyncio.Lock()
 
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
@@ -128,6 +129,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
             for group in self.joined:
                 # Bounded: a hung Redis would hold the handshake for redis-py's timeouts and retries.
                 await asyncio.wait_for(self.group_join(group), LAYER_TIMEOUT)
+            if settings.CHANNEL_FANOUT == "process":
+                # Before the row: a session end may be sent to it as soon as it exists.
+                fanout().attach(self)
             join = await database_sync_to_async(connection_open)(
                 user=user,
                 channel_name=self.channel_name,
@@ -212,6 +216,31 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 logger.warning("%s socket could not leave group %s", self.endpoint, group)
         self.joined = ()
 
+    async def _serve(self, scope, receive, send) -> None:
+        """With the per-process fan-out, serve the socket without a channel of its own on the layer.
+
+        AsyncConsumer.__call__ gives every consumer a layer channel and a
+        receive waiting on it; here everything for the socket reaches it
+        through its process (presence/fanout.py), and its name is an address
+        in the process's inbox.
+        """
+        if settings.CHANNEL_FANOUT != "process":
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        registry = fanout()
+        # Attached when it registers (register()): a socket refused before that
+        # starts no receive on the layer.
+        self.channel_name = await registry.address(self.channel_layer)
+        try:
+            await await_many_dispatch([receive], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            registry.detach(self)
+
     # AsyncConsumer.__call__ sets channel_receive to the layer's receive for its
     # dispatch loop. A layer that fails (Redis down, restarted or hung) would
     # raise out of that loop: a handshake 500 or a 1011. The setter keeps the
@@ -238,6 +267,7 @@ class SocketConsumer(AsyncWebsocketConsumer):
 
     async def layer_lost(self, event: dict[str, Any]) -> None:
         """Called when the channel layer failed under this socket: close with 4503 so that the client resyncs."""
+        self.layer_down = True
         if not self.accepted:
             return  # connect() accepts, sees layer_down and closes with 4503
         await self.close_with(protocol.CLOSE_TRY_AGAIN_LATER, "channel layer lost")
@@ -344,7 +374,11 @@ class SocketConsumer(AsyncWebsocketConsumer):
             # was 40% of a busy server's time (docs/benchmarks.md).
             await self.frame_forward(message)
             return
-        await super().dispatch(message)
+        # One handler at a time, as Channels runs them: with the per-process
+        # fan-out, events from the process's inbox arrive in tasks of their
+        # own (a session end must not run in the middle of connect()).
+        async with self.handler_lock:
+            await super().dispatch(message)
 
     async def on_presence_state(self, frame: dict[str, Any]) -> None:
         """Called with {"type": "presence.state", "state": "idle" | "active"} from the tab.

@@ -16,7 +16,7 @@ from presence import daphne_compat  # noqa: E402
 from presence.origin import allowed_hosts_origin_validator  # noqa: E402
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
 
-# Daphne would turn the protocol's 1003/1008/1009/1013 closes into 1011.
+# Daphne would turn the protocol's 1003/1008/1009/1013 closes into 1011, and wait a loop turn per frame.
 daphne_compat.install()
 
 application = ProtocolTypeRouter(

@@ -103,7 +103,12 @@ async def test_foreign_origin_is_refused_at_the_handshake(make_user, open_socket
     await open_socket("/ws/presence/", alice, origin="null", expect_accept=False)
 
 
-async def test_logout_closes_that_sessions_socket_and_other_device_stays_online(make_user, open_socket):
+@pytest.mark.parametrize("fanout_mode", ["process", "channel"])
+async def test_logout_closes_that_sessions_socket_and_other_device_stays_online(
+    make_user, open_socket, settings, fanout_mode
+):
+    # With the per-process fan-out the close reaches the socket through its process's inbox.
+    settings.CHANNEL_FANOUT = fanout_mode
     alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
     watcher, *_ = await open_socket("/ws/presence/", alice)
     await snapshot_of(watcher)
@@ -392,3 +397,4 @@ async def test_process_leaves_its_groups_with_its_last_socket(make_user, open_so
     assert protocol.PRESENCE_GROUP in fanout().groups
     await second.disconnect()
     assert fanout().groups == {}
+    assert fanout().sockets == {} and fanout().inbox_task is None, "the inbox stops listening with the last socket"
