@@ -6,6 +6,7 @@ import random
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from channels.testing import WebsocketCommunicator
@@ -207,6 +208,9 @@ class ResilientClient:
         self.errors: list[dict] = []
         self.room_users: list[str] = []
         self.online: set[str] = set()  # the presence view
+        # username -> server time of the newest join or leave applied, as the browser keeps it:
+        # a user's leave coalesced on one process can arrive after their join on another.
+        self.presence_times: dict[str, datetime] = {}
         self.leaves: list[tuple[float, str]] = []  # (time.monotonic(), username) of each leave in a diff
         self.sent_at: dict[str, float] = {}  # client_id -> when first sent
         self.arrived: dict[int, float] = {}  # message id -> when it first reached the view
@@ -297,13 +301,33 @@ class ResilientClient:
                 self.room_users = frame["users"]
             elif kind == "presence.snapshot":
                 self.online = {user["username"] for user in frame["users"]}
+                self.presence_times = {}
+                for recent in frame.get("recent", []):
+                    self._newest(recent["username"], recent["last_seen"])
+                for user in frame["users"]:
+                    self.presence_times.pop(user["username"], None)
+                    self._newest(user["username"], user["since"])
             elif kind == "presence.diff":
-                self.online |= {join["username"] for join in frame["joins"]}
-                self.online -= {leave["username"] for leave in frame["leaves"]}
-                self.leaves += [(time.monotonic(), leave["username"]) for leave in frame["leaves"]]
+                for join in frame["joins"]:
+                    if self._newest(join["username"], join["since"]):
+                        self.online.add(join["username"])
+                for leave in frame["leaves"]:
+                    if self._newest(leave["username"], leave["last_seen"]):
+                        self.online.discard(leave["username"])
+                        self.leaves.append((time.monotonic(), leave["username"]))
             elif kind == "error":
                 self.errors.append(frame)
             self.changed.notify_all()
+
+    def _newest(self, username: str, at: str | None) -> bool:
+        """Whether a transition at this server time is not older than the newest applied (one without a time is)."""
+        if not at:
+            return True
+        when = datetime.fromisoformat(at)
+        if username in self.presence_times and self.presence_times[username] > when:
+            return False
+        self.presence_times[username] = when
+        return True
 
     def _keep(self, message: dict) -> None:
         self.arrived.setdefault(message["id"], time.monotonic())

@@ -3,14 +3,19 @@
 Every wait is a Playwright expectation with a timeout; nothing sleeps.
 """
 
+import asyncio
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from channels_redis.core import RedisChannelLayer
+from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from presence import protocol
 from presence.testing import CHROMIUM_ARGS, LiveServer, session_cookie
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -163,6 +168,46 @@ def test_closing_the_last_tab_shows_the_user_offline_with_a_last_seen_time(serve
     expect(recent(watcher, "bob").locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT.*Z$"))
     expect(watcher.locator("#online-count")).to_have_text("1")
     expect(watcher.locator("#feed")).to_contain_text("bob went offline")
+
+
+def publish_diff(redis_url: str, joins: list[dict], leaves: list[dict]) -> None:
+    """Hand a presence diff to the live servers' channel layer, as another process would."""
+
+    async def send() -> None:
+        layer = RedisChannelLayer(hosts=[redis_url], prefix="presence")
+        try:
+            await layer.group_send(
+                protocol.PRESENCE_GROUP, protocol.forward_event(protocol.diff_frame(joins, leaves, 0))
+            )
+        finally:
+            await layer.close_pools()
+
+    # The sync Playwright API keeps an event loop marked running in this thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, send()).result()
+
+
+def test_a_transition_older_than_what_the_page_shows_is_ignored(server, new_context, make_user, redis_url):
+    """Two processes coalesce their diffs apart: a user's leave there can arrive after their join here."""
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    watcher = presence_page(new_context(server, alice))
+    presence_page(new_context(server, bob))
+    carol_page = presence_page(new_context(server, carol))
+    expect(online(watcher, "bob")).to_be_visible()
+    carol_page.close()
+    expect(recent(watcher, "carol")).to_be_visible()
+
+    long_ago = "2020-01-01T00:00:00Z"
+    publish_diff(redis_url, joins=[{"username": "carol", "since": long_ago}], leaves=[])
+    publish_diff(redis_url, joins=[], leaves=[{"username": "bob", "last_seen": long_ago}])
+    # Frames from one sender arrive in order: once this one shows, the stale ones were handled.
+    publish_diff(redis_url, joins=[{"username": "marker", "since": protocol.iso(timezone.now())}], leaves=[])
+    expect(online(watcher, "marker")).to_be_visible()
+    expect(online(watcher, "bob")).to_be_visible()
+    expect(online(watcher, "carol")).to_have_count(0)
+    expect(recent(watcher, "carol")).to_be_visible()
+    feed = watcher.locator("#feed").inner_text()
+    assert "bob went offline" not in feed and feed.count("carol came online") == 1
 
 
 def test_closing_one_of_two_tabs_keeps_the_user_online(server, new_context, make_user):

@@ -8,6 +8,10 @@
   var me = (document.querySelector(".whoami") || { dataset: {} }).dataset.username;
   var online = new Map(); // username -> {since, away}
   var recent = new Map(); // username -> last_seen
+  // username -> server time (ms) of the newest join or leave applied. Two
+  // processes coalesce their diffs separately, so a user's leave on one can
+  // arrive after their join on another: the older transition is dropped.
+  var changed = new Map();
   var onlineList = document.getElementById("online-list");
   var recentList = document.getElementById("recent-list");
   var countNode = document.getElementById("online-count");
@@ -116,21 +120,45 @@
       }
     });
     online.clear();
-    frame.users.forEach(function (u) { online.set(u.username, { since: u.since, away: !!u.idle }); });
+    changed.clear();
+    frame.users.forEach(function (u) {
+      online.set(u.username, { since: u.since, away: !!u.idle });
+      remember(u.username, u.since);
+    });
     if (frame.recent) {
       recent.clear();
-      frame.recent.forEach(function (r) { recent.set(r.username, r.last_seen); });
+      frame.recent.forEach(function (r) {
+        recent.set(r.username, r.last_seen);
+        if (!online.has(r.username)) remember(r.username, r.last_seen);
+      });
     }
     render();
   }
 
+  function remember(username, time) {
+    var at = Date.parse(time);
+    if (!isNaN(at)) changed.set(username, at);
+  }
+
+  /* Whether a transition at this server time is not older than what we know of the user; if so it is kept.
+   * One without a time is applied and not remembered. */
+  function newest(username, time) {
+    var at = Date.parse(time);
+    if (isNaN(at)) return true;
+    if (changed.get(username) > at) return false;
+    changed.set(username, at);
+    return true;
+  }
+
   function applyDiff(frame) {
     (frame.joins || []).forEach(function (j) {
+      if (!newest(j.username, j.since)) return;
       if (!online.has(j.username)) note(j.username, "came online", "join");
       online.set(j.username, { since: j.since, away: false });
       recent.delete(j.username);
     });
     (frame.leaves || []).forEach(function (l) {
+      if (!newest(l.username, l.last_seen)) return;
       if (online.has(l.username)) note(l.username, "went offline", "leave");
       online.delete(l.username);
       recent.set(l.username, l.last_seen);
