@@ -219,3 +219,51 @@ def test_rate_limited_messages_are_retried_in_order_and_refused_ones_return_to_t
     expect(page.locator("#messages li[data-client-id]")).to_have_count(0)
     assert page.evaluate("chatPage.pending()") == []
     assert page.errors == []
+
+
+# Drops every chat.message frame a page sends, as a connection that never gets one through would.
+DROP_CHAT_MESSAGES = """
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (String(data).includes('"chat.message"')) return;
+  return send.call(this, data);
+};
+"""
+UNSENT_KEYS = "Object.keys(localStorage).filter(key => key.startsWith(PresenceSite.DRAFTS_PREFIX))"
+
+
+def room_page_that_cannot_send(context: BrowserContext) -> Page:
+    page = context.new_page()
+    page.add_init_script(DROP_CHAT_MESSAGES)
+    page.goto("/chat/lobby/")
+    expect(page.locator("html[data-connection=ok]")).to_have_count(1)
+    return page
+
+
+def test_an_unsent_message_survives_closing_the_page_and_a_logout_forgets_it(server, new_context, make_user):
+    Room.objects.create(slug="lobby", title="Lobby")
+    bob_page = room_page(new_context(server, make_user("bob")))
+    alice = new_context(server, make_user("alice"))
+
+    first = room_page_that_cannot_send(alice)
+    write(first, "written before the lid closed")
+    expect(first.locator("#messages li[data-client-id]")).to_contain_text("sending…")
+    first.close()
+    assert not Message.objects.exists()
+
+    # The next page of the room shows it, sends it (same client_id) and forgets it once stored.
+    second = room_page(alice)
+    expect(bodies(second)).to_have_text(["written before the lid closed"])
+    expect(second.locator("#messages li[data-client-id]")).to_have_count(0)
+    expect(bodies(bob_page)).to_have_text(["written before the lid closed"])
+    assert list(Message.objects.values_list("body", flat=True)) == ["written before the lid closed"]
+    assert second.evaluate(UNSENT_KEYS) == []
+    second.close()
+
+    third = room_page_that_cannot_send(alice)
+    write(third, "never sent")
+    expect(third.locator("#messages li[data-client-id]")).to_have_count(1)
+    assert len(third.evaluate(UNSENT_KEYS)) == 1
+    third.locator(".logout-form button").click()
+    third.wait_for_url(lambda url: "/chat/" not in url)
+    assert third.evaluate("Object.keys(localStorage)") == []

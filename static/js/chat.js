@@ -9,6 +9,10 @@
  *   until its stored copy comes back ("sending…"); after a reconnect, or when
  *   the server asks to slow down, it is sent again with the same client_id,
  *   which the server stores once.
+ * - Messages not yet stored are kept in localStorage for this user and room, so
+ *   that closing or reloading the page loses none: the next page of the room
+ *   shows them and sends them again, under the same client_id. Logging out
+ *   forgets them (site.js).
  * - While the tab is hidden, other people's messages count in the title.
  *
  * Every node with user text is built with createElement + textContent.
@@ -37,6 +41,7 @@
   var ACK_TIMEOUT_MS = 10000;   // no copy back by then: send again (the layer may drop a broadcast)
   var RETRYABLE = { rate_limited: true, unavailable: true };
   var STATUS_TEXT = { pending: "sending…", failed: "not sent yet, will retry" };
+  var DRAFTS_KEY = PresenceSite.DRAFTS_PREFIX + me + "/" + room;
 
   var resumeId = 0;        // the newest id of the page's or the last chat.history: where a resume starts
   var oldestId = null;     // the oldest, for loading earlier history
@@ -163,9 +168,29 @@
     var draft = drafts.get(clientId);
     if (!draft) return;
     drafts.delete(clientId);
+    saveDrafts();
     socket.ack(clientId);
     draft.node.remove();
     if (!drafts.size) showError("");
+  }
+
+  function saveDrafts() {
+    var items = Array.from(drafts, function (entry) { return { client_id: entry[0], body: entry[1].body }; });
+    try {
+      if (items.length) localStorage.setItem(DRAFTS_KEY, JSON.stringify(items));
+      else localStorage.removeItem(DRAFTS_KEY);
+    } catch (error) {
+      // Storage disabled or full: the outbox still holds them for as long as this page lives.
+    }
+  }
+
+  function savedDrafts() {
+    try {
+      var items = JSON.parse(localStorage.getItem(DRAFTS_KEY) || "[]");
+      return Array.isArray(items) ? items : [];
+    } catch (error) {
+      return [];
+    }
   }
 
   function dropDraft(clientId, reason) {
@@ -190,6 +215,20 @@
     if (resendTimer === null) resendTimer = setTimeout(resend, RETRY_MS);
   }
 
+  /* Show a message as unsent and put it in the outbox; the socket sends it when it is open. */
+  function queueDraft(body, clientId) {
+    var node = messageNode({ username: me, body: body.trim() });
+    node.dataset.clientId = clientId;
+    var status = el("span", "message-status");
+    node.querySelector(".message-meta").appendChild(status);
+    var draft = { body: body, node: node, status: status, sentAt: 0 };
+    drafts.set(clientId, draft);
+    saveDrafts();
+    list.appendChild(node);
+    markDraft(draft, socket.isOpen() ? "pending" : "failed");
+    socket.enqueue({ type: "chat.message", body: body, client_id: clientId }, clientId);
+  }
+
   function send() {
     var body = input.value;
     var text = body.trim();
@@ -200,16 +239,7 @@
         length.toLocaleString("en") + ".");
       return;
     }
-    var clientId = PresenceSocket.clientId();
-    var node = messageNode({ username: me, body: text });
-    node.dataset.clientId = clientId;
-    var status = el("span", "message-status");
-    node.querySelector(".message-meta").appendChild(status);
-    var draft = { body: body, node: node, status: status, sentAt: 0 };
-    drafts.set(clientId, draft);
-    list.appendChild(node);
-    markDraft(draft, socket.isOpen() ? "pending" : "failed");
-    socket.enqueue({ type: "chat.message", body: body, client_id: clientId }, clientId);
+    queueDraft(body, PresenceSocket.clientId());
     input.value = "";
     fitComposer();
     showError("");
@@ -361,6 +391,14 @@
       });
   });
 
+  // Messages an earlier page of this room did not get stored: shown and sent again. Those the
+  // server stored after all are in the history below, which settles them.
+  savedDrafts().forEach(function (item) {
+    if (item && typeof item.client_id === "string" && typeof item.body === "string" && item.body.trim() &&
+        !drafts.has(item.client_id)) {
+      queueDraft(item.body, item.client_id);
+    }
+  });
   add(initial.messages, false);
   showOlder(initial.has_more);
   showUsers(initial.users);
