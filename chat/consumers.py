@@ -2,7 +2,6 @@ import asyncio
 import logging
 import re
 import time
-import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -13,13 +12,15 @@ from redis.exceptions import RedisError
 
 from chat import protocol
 from chat.models import Room
-from chat.selectors import room_by_slug, room_history, room_messages_after, room_presence
+from chat.selectors import room_by_slug, room_deleted_recently, room_history, room_messages_after, room_presence
 from chat.services import message_post
 from presence import metrics
 from presence import protocol as base
+from presence.loops import per_loop
 from presence.models import Connection
 from presence.protocol import ProtocolError
-from presence.sockets import LAYER_TIMEOUT, SocketConsumer
+from presence.runtime import hub
+from presence.sockets import SocketConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,23 @@ class ChatConsumer(SocketConsumer):
             after = None
         if after is None:
             messages, has_more = await database_sync_to_async(room_history)(room=self.chat_room)
+            deleted = None
         else:
-            messages, has_more = await database_sync_to_async(room_messages_after)(room=self.chat_room, after=after)
-        await self.send_frame(protocol.history_frame(self.room, messages, has_more))
+            messages, has_more, deleted = await database_sync_to_async(self.resumed)(after)
+        await self.send_frame(protocol.history_frame(self.room, messages, has_more, deleted))
         await self.presence_changed()
 
     async def closed(self) -> None:
         await self.presence_changed()
+
+    def resumed(self, after: int) -> tuple[list[dict], bool, list[int]]:
+        """What a client that saw up to `after` missed: newer messages, and the recently deleted ones.
+
+        Every recent deletion, not only those up to `after`: the client also
+        shows messages it got live, above its resume point.
+        """
+        messages, has_more = room_messages_after(room=self.chat_room, after=after)
+        return messages, has_more, room_deleted_recently(room=self.chat_room)
 
     def after_id(self) -> int | None:
         """The id in ?after=<id>, None without one; ProtocolError when it is malformed."""
@@ -88,9 +99,9 @@ class ChatConsumer(SocketConsumer):
 
     async def presence_changed(self) -> None:
         if settings.CHAT_PRESENCE_WINDOW > 0:
-            _outbox().schedule(self.room, self.channel_layer)
+            _outbox().schedule(self.room)
         else:
-            await _publish_room_presence(self.room, self.channel_layer)
+            await _publish_room_presence(self.room)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         client_id = protocol.client_id_echo(frame.get("client_id"))
@@ -121,18 +132,9 @@ class ChatConsumer(SocketConsumer):
         # The sender's copy goes straight back: it is the acknowledgement, and
         # must not depend on a group that a restarted Redis may have forgotten.
         await self.send_frame(message)
-        try:
-            await asyncio.wait_for(
-                self.channel_layer.group_send(
-                    protocol.room_group(self.room), base.forward_event(message, skip=self.channel_name)
-                ),
-                LAYER_TIMEOUT,
-            )
+        event = base.forward_event(message, skip=self.channel_name)
+        if await hub().group_send(protocol.room_group(self.room), event, label="chat_message"):
             metrics.MESSAGES_BROADCAST.inc()
-        except Exception:
-            metrics.LAYER_ERRORS.labels("chat_message").inc()
-            # Stored and acknowledged all the same; the others resync on reconnect.
-            logger.exception("chat message %s could not be broadcast", message["id"])
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -140,20 +142,20 @@ class ChatConsumer(SocketConsumer):
             return
         self.last_typing = now
         typing = protocol.typing_frame(self.scope["user"].get_username())
-        await self.channel_layer.group_send(
-            protocol.room_group(self.room), base.forward_event(typing, skip=self.channel_name)
-        )
+        # Best effort: a layer that fails loses this hint, not the socket.
+        event = base.forward_event(typing, skip=self.channel_name)
+        await hub().try_group_send(protocol.room_group(self.room), event, label="chat_typing")
 
 
-async def _publish_room_presence(room: str, layer) -> None:
+async def _publish_room_presence(room: str) -> None:
+    # On failure the next join or leave sends the whole list again.
     try:
         users = await database_sync_to_async(room_presence)(slug=room)
-        frame = protocol.presence_frame(room, users)
-        # Bounded, or a hung Redis would hold every join and leave in the room.
-        await asyncio.wait_for(layer.group_send(protocol.room_group(room), base.forward_event(frame)), LAYER_TIMEOUT)
     except Exception:
-        # The next join or leave sends the whole list again.
-        logger.exception("room presence for %s could not be published", room)
+        logger.exception("room presence for %s could not be read", room)
+        return
+    frame = protocol.presence_frame(room, users)
+    await hub().try_group_send(protocol.room_group(room), base.forward_event(frame), label="room_presence")
 
 
 class RoomPresenceOutbox:
@@ -169,31 +171,23 @@ class RoomPresenceOutbox:
         self.scheduled: dict[str, asyncio.Task] = {}
         self.last_sent: dict[str, float] = {}
 
-    def schedule(self, room: str, layer) -> None:
+    def schedule(self, room: str) -> None:
         if room in self.scheduled:
             return  # the publish already scheduled reads the room after this change
         delay = self.last_sent.get(room, float("-inf")) + settings.CHAT_PRESENCE_WINDOW - self.loop.time()
-        self.scheduled[room] = self.loop.create_task(self._publish(room, layer, max(0.0, delay)))
+        self.scheduled[room] = self.loop.create_task(self._publish(room, max(0.0, delay)))
 
-    async def _publish(self, room: str, layer, delay: float) -> None:
+    async def _publish(self, room: str, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
         finally:
             # Changes from here on schedule the next publish.
             del self.scheduled[room]
         self.last_sent[room] = self.loop.time()
-        await _publish_room_presence(room, layer)
+        await _publish_room_presence(room)
         cutoff = self.loop.time() - settings.CHAT_PRESENCE_WINDOW
         for stale in [name for name, sent in self.last_sent.items() if sent < cutoff]:
             del self.last_sent[stale]
 
 
-_outboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomPresenceOutbox]" = weakref.WeakKeyDictionary()
-
-
-def _outbox() -> RoomPresenceOutbox:
-    loop = asyncio.get_running_loop()
-    found = _outboxes.get(loop)
-    if found is None:
-        found = _outboxes[loop] = RoomPresenceOutbox(loop)
-    return found
+_outbox = per_loop(RoomPresenceOutbox)

@@ -1,6 +1,9 @@
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from chat.protocol import SLUG_PATTERN
 
@@ -43,3 +46,36 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.author_id} in {self.room_id}: {self.body[:40]}"
+
+
+class DeletedMessageQuerySet(models.QuerySet):
+    def kept(self) -> "DeletedMessageQuerySet":
+        """The traces still kept: deleted within CHAT_DELETED_KEEP."""
+        return self.filter(deleted_at__gte=_deleted_kept_since())
+
+    def expired(self) -> "DeletedMessageQuerySet":
+        return self.filter(deleted_at__lt=_deleted_kept_since())
+
+
+def _deleted_kept_since() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.CHAT_DELETED_KEEP)
+
+
+class DeletedMessage(models.Model):
+    """A trace of a deleted message, so that a client resuming with ?after=<id> can remove it too.
+
+    Kept for CHAT_DELETED_KEEP seconds: a client away for longer shows the
+    message until its page is loaded again.
+    """
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="deleted_messages")
+    message_id = models.BigIntegerField()
+    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = DeletedMessageQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "message_id"], name="chat_deleted_room_message")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} in {self.room_id}"

@@ -64,8 +64,14 @@ def message_frame(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def history_frame(room: str, messages: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"type": CHAT_HISTORY, "room": room, "messages": messages, "has_more": has_more}
+def history_frame(
+    room: str, messages: list[dict[str, Any]], has_more: bool, deleted: list[int] | None = None
+) -> dict[str, Any]:
+    """The history on connect; a resumed one (?after=<id>) also names the recently deleted messages."""
+    frame = {"type": CHAT_HISTORY, "room": room, "messages": messages, "has_more": has_more}
+    if deleted is not None:
+        frame["deleted"] = deleted
+    return frame
 
 
 def presence_frame(room: str, usernames: list[str]) -> dict[str, Any]:

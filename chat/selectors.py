@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat import protocol
-from chat.models import Message, Room
+from chat.models import DeletedMessage, Message, Room
 from presence.models import Connection
 
 MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id")
@@ -74,6 +74,17 @@ def room_messages_after(
     """The messages after an id, oldest first, at most `limit`, and whether more follow."""
     page = list(Message.objects.filter(room=room, id__gt=after).order_by("id").values(*MESSAGE_FIELDS)[: limit + 1])
     return _frames(page[:limit]), len(page) > limit
+
+
+def room_deleted_recently(*, room: Room, limit: int = protocol.RESUME_LIMIT) -> list[int]:
+    """Ids of the room's messages deleted within CHAT_DELETED_KEEP, the newest `limit`, in order."""
+    ids = (
+        DeletedMessage.objects.kept()
+        .filter(room=room)
+        .order_by("-message_id")
+        .values_list("message_id", flat=True)[:limit]
+    )
+    return sorted(ids)
 
 
 def message_by_id(*, message_id: int) -> dict[str, Any] | None:

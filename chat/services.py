@@ -14,7 +14,7 @@ from django.utils.text import slugify
 
 from accounts.models import LoggedInUser
 from chat import protocol
-from chat.models import Message, Room
+from chat.models import DeletedMessage, Message, Room
 from chat.ratelimit import rate_take
 from presence import protocol as base
 from presence.broadcast import user_sockets_close
@@ -118,9 +118,14 @@ def message_can_delete(*, user: AbstractBaseUser, author_id: int) -> bool:
 def messages_delete(*, messages) -> int:
     """Delete messages (a queryset) and tell their rooms once the deletion is committed."""
     with transaction.atomic():
-        gone = list(messages.values_list("id", "room__slug"))
-        Message.objects.filter(id__in=[message_id for message_id, _ in gone]).delete()
-        for message_id, slug in gone:
+        gone = list(messages.values_list("id", "room_id", "room__slug"))
+        Message.objects.filter(id__in=[message_id for message_id, _, _ in gone]).delete()
+        # Clients that are away now learn of it when they resume (chat.history's "deleted").
+        DeletedMessage.objects.bulk_create(
+            DeletedMessage(room_id=room_id, message_id=message_id) for message_id, room_id, _ in gone
+        )
+        DeletedMessage.objects.expired().delete()
+        for message_id, _, slug in gone:
             transaction.on_commit(
                 lambda message_id=message_id, slug=slug: room_broadcast(
                     slug=slug, frame=protocol.deleted_frame(message_id)

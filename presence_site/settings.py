@@ -423,6 +423,9 @@ CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 # room.presence goes out at most once per room per window from each process, so
 # that a crowd joining a room does not cost a whole list per join; 0 sends one per change.
 CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
+# How long a deleted message is remembered for clients that resume after it
+# (?after=<id>); one away for longer shows it until the page is loaded again.
+CHAT_DELETED_KEEP = env_float("CHAT_DELETED_KEEP", 7 * 24 * 3600)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.

@@ -357,6 +357,33 @@ async def test_moderator_delete_reaches_every_client(open_socket, people):
     assert not await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
 
 
+async def test_a_client_away_during_a_delete_removes_it_when_it_resumes(open_socket, people, settings):
+    alice, bob, mod = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    rude, kept, also_rude = [await say(alice_socket, body) for body in ("rude words", "kind words", "more rude")]
+    for _ in range(3):
+        await next_of(bob_socket, "chat.message")
+    await bob_socket.disconnect()
+    # While bob's laptop sleeps: two of the messages he shows are deleted, and one he never saw is sent and deleted.
+    unseen = await say(alice_socket, "sent and deleted while bob was away")
+    mod_client = (await join(open_socket, mod))[0].client
+    for message in (also_rude, unseen, rude):
+        response = await database_sync_to_async(mod_client.post)(f"/chat/lobby/messages/{message['id']}/delete")
+        assert response.status_code == 200
+    # He resumes from the first: the messages he got live, above it, count too.
+    bob_again, history, _ = await join(open_socket, bob, query=f"?after={rude['id']}")
+    assert history["deleted"] == [rude["id"], also_rude["id"], unseen["id"]]
+    assert [m["id"] for m in history["messages"]] == [kept["id"]]
+    # A page load needs no list: its history leaves deleted messages out.
+    _, fresh, _ = await join(open_socket, bob)
+    assert "deleted" not in fresh and [m["id"] for m in fresh["messages"]] == [kept["id"]]
+    # Past CHAT_DELETED_KEEP the trace is gone: a client away that long shows the message until a page load.
+    settings.CHAT_DELETED_KEEP = 0
+    _, late, _ = await join(open_socket, bob, query=f"?after={rude['id']}")
+    assert late["deleted"] == []
+
+
 async def test_author_may_delete_but_another_user_may_not(open_socket, people):
     alice, bob, _ = people
     alice_socket, *_ = await join(open_socket, alice)

@@ -308,6 +308,8 @@
   function onFrame(frame) {
     switch (frame.type) {
       case "chat.history":
+        // A resumed history names what was deleted while this page was away.
+        (frame.deleted || []).forEach(removeMessage);
         add(frame.messages, resumeFrom > 0);
         frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
         if (resumeFrom === 0) showOlder(frame.has_more);
