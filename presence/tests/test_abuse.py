@@ -273,3 +273,28 @@ async def test_a_password_changed_by_an_admin_closes_all_that_users_sockets(endp
     assert await answers_ping(admin_socket)
     assert not await database_sync_to_async(LoggedInUser.objects.filter(user=bob).exists)()
     assert (await sync_to_async(laptop_client.get)("/")).status_code == 302
+
+
+async def test_deactivating_a_user_logs_them_out_everywhere_and_closes_their_sockets(endpoint, make_user, open_socket):
+    bob, alice = await database_sync_to_async(lambda: (make_user("bob"), make_user("alice")))()
+    laptop, laptop_client, laptop_key = await open_socket(endpoint, bob)
+    phone, *_ = await open_socket(endpoint, bob)
+    bystander, *_ = await open_socket(endpoint, alice)
+    for socket in (laptop, phone, bystander):
+        await settled(socket)
+
+    def deactivate():
+        # What staff do in the admin: untick "Active" and save.
+        bob.refresh_from_db()
+        bob.is_active = False
+        bob.save()
+
+    await database_sync_to_async(deactivate)()
+    assert await close_code(laptop) == protocol.CLOSE_SESSION_ENDED
+    assert await close_code(phone) == protocol.CLOSE_SESSION_ENDED
+    assert await answers_ping(bystander)
+    assert not await database_sync_to_async(Session.objects.filter(session_key=laptop_key).exists)()
+    assert not await database_sync_to_async(LoggedInUser.objects.filter(user=bob).exists)()
+    assert (await sync_to_async(laptop_client.get)("/")).status_code == 302
+    again, *_ = await open_socket(endpoint, session_key=laptop_key)
+    assert await close_code(again) == 4401
