@@ -132,6 +132,7 @@ async def open_socket() -> AsyncIterator[Callable]:
         client: Client | None = None,
         origin: str | None = ORIGIN,
         expect_accept: bool = True,
+        address: tuple[str, int] | None = None,
     ):
         if user is not None and session_key is None:
             client, session_key = await database_sync_to_async(session_cookie)(user)
@@ -141,22 +142,36 @@ async def open_socket() -> AsyncIterator[Callable]:
         if origin is not None:
             headers.append((b"origin", origin.encode()))
         communicator = WebsocketCommunicator(application, path, headers=headers)
+        if address is not None:
+            communicator.scope["client"] = address
         connected, _ = await communicator.connect(timeout=5)
         assert connected is expect_accept
         opened.append(communicator)
         return communicator, client, session_key
 
     yield open_
-    from presence.runtime import hub
-
     for communicator in opened:
         await communicator.disconnect()
-    # A presence diff still being published runs its count query in the database
-    # thread: let it finish before the test database is flushed (PostgreSQL's
-    # TRUNCATE can deadlock with a query still running).
-    flush = hub().flush_task
-    if flush is not None:
-        await asyncio.wait([flush], timeout=2)
+    await quiesce()
+
+
+async def quiesce() -> None:
+    """Stop what the sockets left running on this loop, and let the database thread finish its query.
+
+    Their background work (heartbeats, session checks, a presence diff or a
+    room's list being published) queries the database in asgiref's one thread
+    for sync code. A query still running there when the test database is
+    flushed can deadlock with PostgreSQL's TRUNCATE, which then fails and
+    leaves the test's rows behind for the next test.
+    """
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    if others:
+        _, stuck = await asyncio.wait(others, timeout=5)
+        assert not stuck, f"tasks that ignore cancellation: {stuck}"
+    # That thread runs its calls in order: this one runs once the last query has finished.
+    await database_sync_to_async(lambda: None)()
 
 
 @pytest.fixture

@@ -10,18 +10,16 @@ import logging
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
+# Imported now, not in a test: importing the ASGI module runs django.setup(),
+# which reconfigures logging and would drop caplog's handler mid-test.
+import presence_site.asgi  # noqa: F401
 from accounts.models import LoggedInUser
 from presence import protocol
 from presence.models import Connection
-from presence.testing import ORIGIN, answers_ping, close_code, session_cookie
-
-# Imported now, not in a test: importing the ASGI module runs django.setup(),
-# which reconfigures logging and would drop caplog's handler mid-test.
-from presence_site.asgi import application
+from presence.testing import answers_ping, close_code
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -212,14 +210,9 @@ async def test_a_password_change_closes_the_other_sessions_sockets(endpoint, mak
     assert (await sync_to_async(phone_client.get)("/")).status_code == 302
 
 
-async def test_refusals_and_closes_are_logged_without_body_or_cookie(endpoint, make_user, caplog):
+async def test_refusals_and_closes_are_logged_without_body_or_cookie(endpoint, make_user, open_socket, caplog):
     alice = await database_sync_to_async(make_user)("alice")
-    _, key = await database_sync_to_async(session_cookie)(alice)
-    communicator = WebsocketCommunicator(
-        application, endpoint, headers=[(b"cookie", f"sessionid={key}".encode()), (b"origin", ORIGIN.encode())]
-    )
-    communicator.scope["client"] = ("203.0.113.9", 50123)
-    assert (await communicator.connect(timeout=5))[0]
+    communicator, _, key = await open_socket(endpoint, alice, address=("203.0.113.9", 50123))
     await settled(communicator)
     secret = "hunter2-secret-body"
     with caplog.at_level(logging.INFO, logger="presence.sockets"):
