@@ -12,6 +12,8 @@ import socket
 import time
 import uuid
 import weakref
+from collections.abc import Coroutine
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -64,6 +66,8 @@ class PresenceHub:
         self.heartbeat_task: asyncio.Task | None = None
         # Broadcasts being sent again after a layer failure (kept so they are not collected).
         self.resends: set[asyncio.Task] = set()
+        # Closed sockets still being forgotten (finish()), kept for the same reason.
+        self.finishing: set[asyncio.Task] = set()
         self.session_check_task: asyncio.Task | None = None
         # Sockets that closed while the database was unreachable: their rows
         # would be refreshed by the heartbeat for ever, so it retries them.
@@ -101,6 +105,18 @@ class PresenceHub:
             self.snapshot = (started, protocol.dumps(protocol.snapshot_frame(users, recent)))
         finally:
             self.snapshot_task = None
+
+    async def finish(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work to its end even if the caller is cancelled; the caller waits for it otherwise."""
+        task = self.loop.create_task(work)
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Nobody will see how it ends: log a failure here.
+            task.add_done_callback(_log_failure)
+            raise
 
     def close_later(self, channel_name: str) -> None:
         """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
@@ -320,6 +336,11 @@ class PresenceHub:
                 leave = await database_sync_to_async(presence_settle)(user_id=user_id)
                 if leave is not None:
                     self.publish([leave])
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("work left to finish after its caller was cancelled failed", exc_info=task.exception())
 
 
 async def layer_epoch() -> tuple | None:

@@ -181,6 +181,14 @@ class SocketConsumer(AsyncWebsocketConsumer):
         logger.info("socket closed", extra={**self.log_fields(), "code": code})
         presence_hub = hub()
         presence_hub.socket_closed(self)
+        # Daphne cancels an instance 10 s after its socket closed (its
+        # application_close_timeout). When thousands of sockets close at once,
+        # their database calls queue for longer than that: forgetting the
+        # socket runs in a task of the process, which the cancel cannot cut
+        # short and leave the user online with no socket.
+        await presence_hub.finish(self._forget(presence_hub))
+
+    async def _forget(self, presence_hub) -> None:
         # The row first: it is what presence counts, and a layer that is down
         # (or hung until the socket timeout) must not keep the user online.
         try:

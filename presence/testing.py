@@ -53,6 +53,21 @@ async def answers_ping(communicator: WebsocketCommunicator) -> bool:
             return True
 
 
+async def forgotten(user, timeout: float = 5) -> bool:
+    """Wait until none of the user's sockets is registered; the server forgets one right after closing it."""
+    from channels.db import database_sync_to_async
+
+    from presence.models import Connection
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    exists = database_sync_to_async(Connection.objects.filter(user=user).exists)
+    while await exists():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 def session_cookie(user) -> tuple[Client, str]:
     """Log user in through Django's auth (signals included); return the client and session key."""
     client = Client()

@@ -19,7 +19,7 @@ import presence_site.asgi  # noqa: F401
 from accounts.models import LoggedInUser
 from presence import protocol
 from presence.models import Connection
-from presence.testing import answers_ping, close_code
+from presence.testing import answers_ping, close_code, forgotten
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -38,17 +38,6 @@ async def next_answer(communicator) -> dict:
     while (frame := await communicator.receive_json_from(timeout=5))["type"] not in {"pong", "error"}:
         pass
     return frame
-
-
-async def forgotten(user, timeout: float = 5) -> bool:
-    """Wait until none of the user's sockets is registered; the server forgets one right after closing it."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    exists = database_sync_to_async(Connection.objects.filter(user=user).exists)
-    while await exists():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def drain(communicator) -> list[dict]:

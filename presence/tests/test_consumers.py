@@ -11,7 +11,7 @@ from django.utils import timezone
 from presence import protocol
 from presence.models import Connection
 from presence.services import connection_open
-from presence.testing import answers_ping, close_code
+from presence.testing import answers_ping, close_code, forgotten
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -55,6 +55,29 @@ async def test_join_and_leave_are_announced_to_watchers(make_user, open_socket):
     assert [leave["username"] for leave in diff["leaves"]] == ["bob"]
     assert diff["leaves"][0]["last_seen"].endswith("Z")
     assert diff["joins"] == [] and diff["online_count"] == 1
+
+
+async def test_the_leave_is_announced_even_when_the_server_gives_up_on_the_closed_socket(
+    make_user, open_socket, settings
+):
+    # Daphne cancels a socket's application 10 s after the socket closed; when
+    # thousands close at once, their clean-up can still be queued by then.
+    settings.PRESENCE_LEAVE_GRACE = 0.3
+    # The sweep would find bob online with no socket, but only at its next round.
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 60
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)  # my own arrival
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    assert [join["username"] for join in (await next_diff(watcher))["joins"]] == ["bob"]
+
+    await bob_socket.send_input({"type": "websocket.disconnect", "code": 1001})
+    # Bob's socket is forgotten; his leave now waits out the grace, and the server cancels.
+    assert await forgotten(bob)
+    bob_socket.future.cancel()
+    diff = await next_diff(watcher, timeout=10)
+    assert [leave["username"] for leave in diff["leaves"]] == ["bob"] and diff["online_count"] == 1
 
 
 async def test_second_tab_does_not_announce_join_and_closing_one_announces_nothing(make_user, open_socket):
