@@ -281,11 +281,11 @@ class PresenceHub:
                 try:
                     ended = await database_sync_to_async(connection_sessions_ended)(server=SERVER_ID)
                     if ended:
-                        logger.info("closing %d sockets whose session expired or was deleted", len(ended))
+                        logger.info("closing %d sockets whose session ended or whose user is inactive", len(ended))
                         layer = get_channel_layer()
                         for channel_name in ended:
                             await send_to_socket(
-                                layer, channel_name, protocol.session_end_event("session expired or deleted")
+                                layer, channel_name, protocol.session_end_event("session ended or account deactivated")
                             )
                 except Exception:
                     logger.exception("session check failed; trying again next interval")

@@ -12,7 +12,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from presence.models import Connection, UserPresence
@@ -226,17 +226,19 @@ def connection_session_rekey(*, old_session_key: str, new_session_key: str) -> i
 
 
 def connection_sessions_ended(*, server: str) -> list[str]:
-    """The channel names of one process's sockets whose session expired or was deleted.
+    """The channel names of one process's sockets whose session expired or was deleted, or whose user is inactive.
 
-    One query with the database session engines; other engines are asked once
-    per distinct session.
+    A user deactivated by a bulk update fires no signal, so no receiver closed
+    their sockets (chat/signals.py covers a save). One query with the database
+    session engines; other engines are asked once per distinct session.
     """
     connections = Connection.objects.filter(server=server).exclude(session_key="")
     store = import_module(settings.SESSION_ENGINE).SessionStore
     get_model = getattr(store, "get_model_class", None)
     if get_model is not None:
         live = get_model().objects.filter(session_key=OuterRef("session_key"), expire_date__gt=timezone.now())
-        return list(connections.exclude(Exists(live)).values_list("channel_name", flat=True))
-    rows = list(connections.values_list("channel_name", "session_key"))
-    ended = {key for key in {key for _, key in rows} if not store().exists(key)}
-    return [channel for channel, key in rows if key in ended]
+        ended = ~Exists(live) | Q(user__is_active=False)
+        return list(connections.filter(ended).values_list("channel_name", flat=True))
+    rows = list(connections.values_list("channel_name", "session_key", "user__is_active"))
+    gone = {key for key in {key for _, key, _ in rows} if not store().exists(key)}
+    return [channel for channel, key, active in rows if key in gone or not active]

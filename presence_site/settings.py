@@ -364,7 +364,8 @@ SOCKET_FRAME_BURST = env_int("SOCKET_FRAME_BURST", 30)
 SOCKET_FLOOD_STRIKES = env_int("SOCKET_FLOOD_STRIKES", 10)
 # Open sockets per user across every process; the next one is closed with 4429.
 SOCKET_MAX_PER_USER = env_int("SOCKET_MAX_PER_USER", 10)
-# How often each process closes (4000) its sockets whose session expired or was deleted.
+# How often each process closes (4000) its sockets whose session expired or was
+# deleted, or whose user was deactivated without a save (a bulk update).
 SOCKET_SESSION_CHECK_INTERVAL = env_float("SOCKET_SESSION_CHECK_INTERVAL", 60.0)
 
 LOGIN_URL = "login"

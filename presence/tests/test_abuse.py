@@ -149,7 +149,7 @@ async def test_a_refused_socket_receives_no_broadcasts(make_user, open_socket, s
     assert await refused.receive_nothing(timeout=0.3)
 
 
-@pytest.mark.parametrize("ending", ["expired", "deleted"])
+@pytest.mark.parametrize("ending", ["expired", "deleted", "deactivated_in_bulk"])
 async def test_a_socket_outliving_its_session_is_closed_at_the_next_check(
     endpoint, make_user, open_socket, settings, ending
 ):
@@ -162,8 +162,36 @@ async def test_a_socket_outliving_its_session_is_closed_at_the_next_check(
     sessions = Session.objects.filter(session_key=key)
     if ending == "expired":
         await database_sync_to_async(sessions.update)(expire_date=timezone.now() - timezone.timedelta(seconds=1))
-    else:
+    elif ending == "deleted":
         await database_sync_to_async(sessions.delete)()
+    else:
+        # A bulk update sends no signal: only the check can see it.
+        users = type(alice).objects.filter(pk=alice.pk)
+        await database_sync_to_async(users.update)(is_active=False)
+    assert await close_code(doomed) == protocol.CLOSE_SESSION_ENDED
+    assert await answers_ping(survivor)
+    assert await forgotten(alice)
+
+
+@pytest.mark.parametrize("ending", ["deleted", "deactivated_in_bulk"])
+async def test_the_session_check_also_works_with_sessions_in_the_cache(
+    endpoint, make_user, open_socket, settings, ending
+):
+    # Other engines have no table to join: each distinct session is looked up.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    settings.SOCKET_SESSION_CHECK_INTERVAL = 0.2
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    doomed, _, key = await open_socket(endpoint, alice)
+    survivor, *_ = await open_socket(endpoint, bob)
+    await settled(doomed)
+    await settled(survivor)
+    if ending == "deleted":
+        from django.contrib.sessions.backends.cache import SessionStore
+
+        await sync_to_async(SessionStore(session_key=key).delete)()
+    else:
+        users = type(alice).objects.filter(pk=alice.pk)
+        await database_sync_to_async(users.update)(is_active=False)
     assert await close_code(doomed) == protocol.CLOSE_SESSION_ENDED
     assert await answers_ping(survivor)
     assert await forgotten(alice)
