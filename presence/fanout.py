@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from presence import metrics, protocol
-from presence.loops import per_loop
+from presence.loops import keep, per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +136,7 @@ class Fanout:
 
     def _handle(self, member: Member, message: dict[str, Any]) -> None:
         # In a task of its own: a handler may close the socket, which waits out the leave grace.
-        task = self.loop.create_task(member.dispatch(message))
-        self.handling.add(task)
-        task.add_done_callback(self._handled)
-
-    def _handled(self, task: asyncio.Task) -> None:
-        self.handling.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("a socket failed to handle an event", exc_info=task.exception())
+        keep(self.handling, self.loop.create_task(member.dispatch(message)), "a socket failed to handle an event")
 
     def _cancel(self, task: asyncio.Task) -> None:
         if not task.done():

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from presence import metrics, protocol
 from presence.fanout import LAYER_TIMEOUT, fanout, send_to_socket
-from presence.loops import per_loop
+from presence.loops import keep, per_loop
 from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
 from presence.services import (
     Join,
@@ -107,16 +107,12 @@ class PresenceHub:
             self.snapshot_task = None
 
     async def finish(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run work to its end even if the caller is cancelled; the caller waits for it otherwise."""
-        task = self.loop.create_task(work)
-        self.finishing.add(task)
-        task.add_done_callback(self.finishing.discard)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # Nobody will see how it ends: log a failure here.
-            task.add_done_callback(_log_failure)
-            raise
+        """Run work to its end even if the caller is cancelled; the caller waits for it, and its failure, otherwise."""
+        task = keep(self.finishing, self.loop.create_task(work))
+        # Unlike awaiting the task, asyncio.wait leaves it running when the caller is cancelled;
+        # a failure nobody waits for any more is logged by asyncio ("exception was never retrieved").
+        await asyncio.wait({task})
+        task.result()
 
     def close_later(self, channel_name: str) -> None:
         """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
@@ -161,9 +157,7 @@ class PresenceHub:
         """
         if await self.try_group_send(group, event, label=label):
             return True
-        task = self.loop.create_task(self._resend(group, event, label))
-        self.resends.add(task)
-        task.add_done_callback(self.resends.discard)
+        keep(self.resends, self.loop.create_task(self._resend(group, event, label)))
         return False
 
     async def try_group_send(self, group: str, event: dict, *, label: str) -> bool:
@@ -336,11 +330,6 @@ class PresenceHub:
                 leave = await database_sync_to_async(presence_settle)(user_id=user_id)
                 if leave is not None:
                     self.publish([leave])
-
-
-def _log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("work left to finish after its caller was cancelled failed", exc_info=task.exception())
 
 
 async def layer_epoch() -> tuple | None:

@@ -13,9 +13,9 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from presence import metrics, protocol
-from presence.fanout import fanout
+from presence.fanout import LAYER_TIMEOUT, fanout
 from presence.protocol import ProtocolError
-from presence.runtime import LAYER_TIMEOUT, SERVER_ID, hub
+from presence.runtime import SERVER_ID, hub
 from presence.services import (
     SessionEnded,
     TooManySockets,
@@ -58,8 +58,9 @@ class SocketConsumer(AsyncWebsocketConsumer):
                 # Daphne cancels an instance whose socket went away without a
                 # websocket.disconnect (a handshake it rejected after its connect
                 # timeout while connect() ran): forget the socket all the same,
-                # or its row would be kept fresh by the heartbeat for ever.
-                await asyncio.shield(self.disconnect(1006))
+                # or its row would be kept fresh by the heartbeat for ever
+                # (disconnect() finishes that even if cancelled again).
+                await self.disconnect(1006)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
