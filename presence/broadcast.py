@@ -3,8 +3,7 @@
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from presence import protocol
-from presence.fanout import send_to_socket
+from presence.fanout import sockets_end
 from presence.services import session_channels, user_channels
 
 
@@ -14,11 +13,7 @@ def _close_channels(channel_names: list[str], reason: str) -> int:
     if layer is None or not channel_names:
         return 0
 
-    async def send_all() -> None:
-        for name in channel_names:
-            await send_to_socket(layer, name, protocol.session_end_event(reason))
-
-    async_to_sync(send_all)()
+    async_to_sync(sockets_end)(layer, channel_names, reason)
     return len(channel_names)
 
 

@@ -284,5 +284,11 @@ async def send_to_socket(layer, address: str, event: dict[str, Any]) -> None:
         await layer.send(address, event)
 
 
+async def sockets_end(layer, addresses: list[str], reason: str) -> None:
+    """Tell each socket that its session ended: it closes with 4000."""
+    for address in addresses:
+        await send_to_socket(layer, address, protocol.session_end_event(reason))
+
+
 # This process's fan-out registry, for the running event loop.
 fanout = per_loop(Fanout)

@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import metrics, protocol
-from presence.fanout import LAYER_TIMEOUT, fanout, send_to_socket
+from presence.fanout import LAYER_TIMEOUT, fanout, sockets_end
 from presence.loops import keep, per_loop
 from presence.selectors import presence_online_count, presence_online_users, presence_recently_seen
 from presence.services import (
@@ -276,11 +276,7 @@ class PresenceHub:
                     ended = await database_sync_to_async(connection_sessions_ended)(server=SERVER_ID)
                     if ended:
                         logger.info("closing %d sockets whose session ended or whose user is inactive", len(ended))
-                        layer = get_channel_layer()
-                        for channel_name in ended:
-                            await send_to_socket(
-                                layer, channel_name, protocol.session_end_event("session ended or account deactivated")
-                            )
+                        await sockets_end(get_channel_layer(), ended, "session ended or account deactivated")
                 except Exception:
                     logger.exception("session check failed; trying again next interval")
         finally:
