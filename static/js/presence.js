@@ -123,25 +123,20 @@
     changed.clear();
     frame.users.forEach(function (u) {
       online.set(u.username, { since: u.since, away: !!u.idle });
-      remember(u.username, u.since);
+      newest(u.username, u.since);
     });
     if (frame.recent) {
       recent.clear();
       frame.recent.forEach(function (r) {
         recent.set(r.username, r.last_seen);
-        if (!online.has(r.username)) remember(r.username, r.last_seen);
+        if (!online.has(r.username)) newest(r.username, r.last_seen);
       });
     }
     render();
   }
 
-  function remember(username, time) {
-    var at = Date.parse(time);
-    if (!isNaN(at)) changed.set(username, at);
-  }
-
   /* Whether a transition at this server time is not older than what we know of the user; if so it is kept.
-   * One without a time is applied and not remembered. */
+   * One without a time is applied and not remembered. A snapshot clears what we know first. */
   function newest(username, time) {
     var at = Date.parse(time);
     if (isNaN(at)) return true;
