@@ -10,7 +10,14 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from presence.testing import ORIGIN, SOCKET_ENDPOINTS, LiveServer, RedisServer, session_cookie
+from presence_site.testing import (
+    ORIGIN,
+    SOCKET_ENDPOINTS,
+    HandshakeRefused,
+    LiveServer,
+    RedisServer,
+    session_cookie,
+)
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -119,6 +126,7 @@ async def open_socket() -> AsyncIterator[Callable]:
     """Open a WebSocket through the full ASGI application, as a browser of a logged-in user would.
 
     Returns (communicator, client, session_key); every socket still open is closed at teardown.
+    A handshake the server refuses (HTTP 403) raises HandshakeRefused.
     """
     from presence_site.asgi import application
 
@@ -131,7 +139,6 @@ async def open_socket() -> AsyncIterator[Callable]:
         session_key: str | None = None,
         client: Client | None = None,
         origin: str | None = ORIGIN,
-        expect_accept: bool = True,
         address: tuple[str, int] | None = None,
     ):
         if user is not None and session_key is None:
@@ -145,8 +152,9 @@ async def open_socket() -> AsyncIterator[Callable]:
         if address is not None:
             communicator.scope["client"] = address
         connected, _ = await communicator.connect(timeout=5)
-        assert connected is expect_accept
-        opened.append(communicator)
+        opened.append(communicator)  # refused too: its application still runs until teardown
+        if not connected:
+            raise HandshakeRefused(path, session_key)
         return communicator, client, session_key
 
     yield open_

@@ -20,3 +20,20 @@ class LoggedInUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} since {self.logged_in_at:%Y-%m-%d %H:%M}"
+
+
+class UsernameSkeleton(models.Model):
+    """The digest of a user's name's skeleton (accounts.skeleton), so that a look-alike is one index lookup.
+
+    Kept in step by accounts.services.username_skeleton_record. A user whose
+    name looks like an earlier user's (created by the admin, or before this
+    table) has no row: the earlier user keeps the digest.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="username_skeleton"
+    )
+    digest = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.digest[:12]}…"

@@ -36,7 +36,7 @@ def prepare(env: dict[str, str], users: int) -> list[str]:
     from django.contrib.auth import get_user_model
 
     from chat.models import Room
-    from presence.testing import live_cookie
+    from presence_site.testing import live_cookie
 
     Room.objects.get_or_create(slug="bench", defaults={"title": "bench"})
     model = get_user_model()
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10, help="unacknowledged messages per sender")
     args = parser.parse_args()
 
-    from presence.testing import LiveServer, RedisServer
+    from presence_site.testing import LiveServer, RedisServer
 
     scratch = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     env = {key: value for key, value in os.environ.items()}

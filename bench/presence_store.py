@@ -31,7 +31,7 @@ from django.db import connection  # noqa: E402
 from presence.models import Connection, UserPresence  # noqa: E402
 from presence.selectors import presence_online_users  # noqa: E402
 from presence.services import connection_close, connection_heartbeat, connection_open, presence_settle, presence_sweep  # noqa: E402
-from presence.testing import RedisServer  # noqa: E402
+from presence_site.testing import RedisServer  # noqa: E402
 
 
 def timed(fn, repeat: int = 1) -> list[float]:

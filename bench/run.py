@@ -84,31 +84,16 @@ SYSTEMS = [
             f"{prefix}{name}",
             kind,
             server,
-            env={"CHANNEL_LAYER_BACKEND": layer, "CHANNEL_FANOUT": fan},
+            env={"CHANNEL_LAYER_BACKEND": layer},
             label=f"{what}: {label}",
             quick=quick and kind == "app",
         )
         for kind, prefix, what in (("app", "app", "app"), ("standin", "nodb", "app sockets, messages not stored"))
-        for name, server, layer, fan, label, quick in (
-            ("", "daphne", "core", "process", "Daphne + RedisChannelLayer + per-process fan-out (default)", True),
-            (
-                "-stock",
-                "daphne",
-                "core",
-                "channel",
-                "Daphne + RedisChannelLayer, a group member per socket",
-                True,
-            ),
-            ("-pubsub", "daphne", "pubsub", "channel", "Daphne + RedisPubSubChannelLayer, a member per socket", False),
-            (
-                "-pubsub-fanout",
-                "daphne",
-                "pubsub",
-                "process",
-                "Daphne + RedisPubSubChannelLayer + per-process fan-out",
-                False,
-            ),
-            ("-uvicorn", "uvicorn", "core", "process", "Uvicorn + RedisChannelLayer + per-process fan-out", False),
+        # The stock pattern (a group member per socket) is measured by the tutorial systems.
+        for name, server, layer, label, quick in (
+            ("", "daphne", "core", "Daphne + RedisChannelLayer + per-process fan-out (default)", True),
+            ("-pubsub-fanout", "daphne", "pubsub", "Daphne + RedisPubSubChannelLayer + per-process fan-out", False),
+            ("-uvicorn", "uvicorn", "core", "Uvicorn + RedisChannelLayer + per-process fan-out", False),
         )
     ),
 ]
@@ -192,7 +177,7 @@ class Servers:
     """One system's server processes, started on free ports."""
 
     def __init__(self, system: System, bench: "Bench", count: int = 1) -> None:
-        from presence.testing import free_port, wait_for_port
+        from presence_site.testing import free_port, wait_for_port
 
         self.system = system
         self.bench = bench
@@ -358,7 +343,7 @@ class Bench:
     # Set-up: Redis, database, users and sessions in bulk.
 
     def set_up(self) -> None:
-        from presence.testing import RedisServer
+        from presence_site.testing import RedisServer
 
         self.redis = RedisServer(self.run_dir)
         self.redis.start()

@@ -1,6 +1,6 @@
 """A chat-shaped room on the app's own socket plumbing, without storing messages.
 
-It serves /ws/chat/<room>/ with a consumer built on presence.sockets.SocketConsumer
+It serves /ws/chat/<room>/ with a consumer built on presence.sockets.TrackedSocket
 (authentication, presence registration, safe decoding, frames serialized once
 and forwarded through the channel layer), so the bench can separate the cost of
 delivery from the cost of storing each message in the database.
@@ -20,18 +20,18 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from presence import daphne_compat, protocol  # noqa: E402
-from presence.models import Connection  # noqa: E402
-from presence.sockets import SocketConsumer  # noqa: E402
+from presence.sockets import TrackedSocket  # noqa: E402
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
+from realtime import daphne_compat, protocol  # noqa: E402
+from realtime.broadcast import broadcast  # noqa: E402
 
 # As the app's own ASGI module does: the same Daphne underneath.
 daphne_compat.install()
 
 
-class RoomConsumer(SocketConsumer):
-    endpoint = Connection.Endpoint.CHAT
-    client_types = {**SocketConsumer.client_types, "chat.message": "on_message"}
+class RoomConsumer(TrackedSocket):
+    endpoint = "chat"
+    client_types = {**TrackedSocket.client_types, "chat.message": "on_message"}
 
     def groups_for(self) -> tuple[str, ...]:
         return (f"bench-room-{self.scope['url_route']['kwargs']['room']}",)
@@ -46,7 +46,7 @@ class RoomConsumer(SocketConsumer):
             "body": body,
             "client_id": frame.get("client_id"),
         }
-        await self.channel_layer.group_send(self.joined[0], protocol.forward_event(message))
+        await broadcast(self.joined[0], message, label="bench_message")
 
 
 if os.environ.get("BENCH_TRACEMALLOC"):

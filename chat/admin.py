@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from accounts.services import user_sessions_end
 from chat.models import Message, Room
-from chat.services import messages_delete, user_sessions_end
+from chat.services import messages_delete
 
 
 @admin.register(Room)

@@ -1,4 +1,3 @@
-import asyncio
 import logging
 import re
 import time
@@ -10,17 +9,16 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from chat import protocol
+from chat import metrics, protocol
 from chat.models import Room
 from chat.selectors import room_by_slug, room_deleted_recently, room_history, room_messages_after, room_presence
 from chat.services import message_post
-from presence import metrics
-from presence import protocol as base
-from presence.loops import per_loop
-from presence.models import Connection
-from presence.protocol import ProtocolError
-from presence.runtime import hub
-from presence.sockets import SocketConsumer
+from presence.sockets import TrackedSocket
+from realtime import protocol as transport
+from realtime.broadcast import broadcast
+from realtime.coalesce import Coalescer
+from realtime.protocol import ProtocolError
+from realtime.runtime import Runtime, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +27,12 @@ _MESSAGE_ID = re.compile(r"[0-9]{1,18}")
 REDIS_ERRORS = (RedisError, OSError)
 
 
-class ChatConsumer(SocketConsumer):
+class ChatConsumer(TrackedSocket):
     """/ws/chat/<slug>/: history (or what was missed), then live messages, typing and room presence."""
 
-    endpoint = Connection.Endpoint.CHAT
+    endpoint = protocol.ENDPOINT
     client_types = {
-        base.PING: "on_ping",
-        # A chat tab reports idle and active too: a user is away only when every tab is idle.
-        base.PRESENCE_STATE: "on_presence_state",
+        **TrackedSocket.client_types,
         protocol.CHAT_MESSAGE: "on_message",
         protocol.CHAT_TYPING: "on_typing",
     }
@@ -49,15 +45,15 @@ class ChatConsumer(SocketConsumer):
         """Called for a logged-in socket: 4404 for an invalid slug or a room that does not exist."""
         slug = self.scope["url_route"]["kwargs"]["slug"]
         if not protocol.slug_is_valid(slug):
-            return base.CLOSE_NOT_FOUND
+            return transport.CLOSE_NOT_FOUND
         self.chat_room = await database_sync_to_async(room_by_slug)(slug=slug)
         if self.chat_room is None:
-            return base.CLOSE_NOT_FOUND
-        self.room = slug
+            return transport.CLOSE_NOT_FOUND
+        self.topic = slug
         return None
 
     def groups_for(self) -> tuple[str, ...]:
-        return (protocol.room_group(self.room),)
+        return (protocol.room_group(self.topic),)
 
     async def opened(self) -> None:
         """Send the history, or what was missed since ?after=<id>, then tell the room who is here."""
@@ -65,18 +61,18 @@ class ChatConsumer(SocketConsumer):
             after = self.after_id()
         except ProtocolError as error:
             # Answered in-band, and the history falls back to the last messages.
-            await self.send_frame(base.error_frame(error.code, error.detail))
+            await self.send_frame(transport.error_frame(error.code, error.detail))
             after = None
         if after is None:
             messages, has_more = await database_sync_to_async(room_history)(room=self.chat_room)
             deleted = None
         else:
             messages, has_more, deleted = await database_sync_to_async(self.resumed)(after)
-        await self.send_frame(protocol.history_frame(self.room, messages, has_more, deleted))
-        await self.presence_changed()
+        await self.send_frame(protocol.history_frame(self.topic, messages, has_more, deleted))
+        room_presence_changed(self.topic)
 
     async def closed(self) -> None:
-        await self.presence_changed()
+        room_presence_changed(self.topic)
 
     def resumed(self, after: int) -> tuple[list[dict], bool, list[int]]:
         """What a client that saw up to `after` missed: newer messages, and the recently deleted ones.
@@ -94,14 +90,8 @@ class ChatConsumer(SocketConsumer):
         if not values:
             return None
         if _MESSAGE_ID.fullmatch(values[-1]) is None:
-            raise ProtocolError(base.INVALID, "'after' must be a message id.")
+            raise ProtocolError(transport.INVALID, "'after' must be a message id.")
         return int(values[-1])
-
-    async def presence_changed(self) -> None:
-        if settings.CHAT_PRESENCE_WINDOW > 0:
-            _outbox().schedule(self.room)
-        else:
-            await _publish_room_presence(self.room)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         client_id = protocol.client_id_echo(frame.get("client_id"))
@@ -110,18 +100,18 @@ class ChatConsumer(SocketConsumer):
                 room=self.chat_room, user=self.scope["user"], body=frame.get("body"), client_id=frame.get("client_id")
             )
         except ProtocolError as error:
-            if error.code == base.RATE_LIMITED:
+            if error.code == transport.RATE_LIMITED:
                 self.rate_strikes += 1
                 if self.rate_strikes > settings.CHAT_FLOOD_CLOSE_AFTER:
-                    await self.close(code=base.CLOSE_POLICY_VIOLATION)
+                    await self.close_with(transport.CLOSE_POLICY_VIOLATION, "kept sending chat after rate_limited")
                     return
             error.client_id = client_id
             raise
         except (DatabaseError, *REDIS_ERRORS):
             # The database, or the rate limit's Redis: either way nothing was stored.
-            logger.exception("chat message in %s could not be stored", self.room)
+            logger.exception("chat message in %s could not be stored", self.topic)
             raise ProtocolError(
-                base.UNAVAILABLE, "The message was not stored; send it again.", client_id=client_id
+                transport.UNAVAILABLE, "The message was not stored; send it again.", client_id=client_id
             ) from None
         self.rate_strikes = 0
         if not new:
@@ -132,8 +122,8 @@ class ChatConsumer(SocketConsumer):
         # The sender's copy goes straight back: it is the acknowledgement, and
         # must not depend on a group that a restarted Redis may have forgotten.
         await self.send_frame(message)
-        event = base.forward_event(message, skip=self.channel_name)
-        if await hub().group_send(protocol.room_group(self.room), event, label="chat_message"):
+        group = protocol.room_group(self.topic)
+        if await broadcast(group, message, label="chat_message", skip=self.channel_name):
             metrics.MESSAGES_BROADCAST.inc()
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
@@ -143,51 +133,29 @@ class ChatConsumer(SocketConsumer):
         self.last_typing = now
         typing = protocol.typing_frame(self.scope["user"].get_username())
         # Best effort: a layer that fails loses this hint, not the socket.
-        event = base.forward_event(typing, skip=self.channel_name)
-        await hub().try_group_send(protocol.room_group(self.room), event, label="chat_typing")
+        await broadcast(
+            protocol.room_group(self.topic), typing, label="chat_typing", skip=self.channel_name, retry=False
+        )
 
 
-async def _publish_room_presence(room: str) -> None:
-    # On failure the next join or leave sends the whole list again.
-    try:
-        users = await database_sync_to_async(room_presence)(slug=room)
-    except Exception:
-        logger.exception("room presence for %s could not be read", room)
-        return
-    frame = protocol.presence_frame(room, users)
-    await hub().try_group_send(protocol.room_group(room), base.forward_event(frame), label="room_presence")
-
-
-class RoomPresenceOutbox:
-    """At most one room.presence per room per CHAT_PRESENCE_WINDOW from this process (one event loop).
+class RoomPresence:
+    """room.presence for the rooms of this process's sockets: at most one per room per CHAT_PRESENCE_WINDOW.
 
     Each join and leave sends the whole list to the whole room, so a crowd
     joining a room of N costs N² deliveries; coalesced, a burst of joins costs
     one list per window, read after the last of them.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.scheduled: dict[str, asyncio.Task] = {}
-        self.last_sent: dict[str, float] = {}
+    def __init__(self, runtime: Runtime) -> None:
+        self.lists = Coalescer(runtime, self._publish, window=lambda: settings.CHAT_PRESENCE_WINDOW)
 
-    def schedule(self, room: str) -> None:
-        if room in self.scheduled:
-            return  # the publish already scheduled reads the room after this change
-        delay = self.last_sent.get(room, float("-inf")) + settings.CHAT_PRESENCE_WINDOW - self.loop.time()
-        self.scheduled[room] = self.loop.create_task(self._publish(room, max(0.0, delay)))
-
-    async def _publish(self, room: str, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            # Changes from here on schedule the next publish.
-            del self.scheduled[room]
-        self.last_sent[room] = self.loop.time()
-        await _publish_room_presence(room)
-        cutoff = self.loop.time() - settings.CHAT_PRESENCE_WINDOW
-        for stale in [name for name, sent in self.last_sent.items() if sent < cutoff]:
-            del self.last_sent[stale]
+    async def _publish(self, room: str, batch: dict) -> bool:
+        users = await database_sync_to_async(room_presence)(slug=room)
+        frame = protocol.presence_frame(room, users)
+        # Not retried by broadcast(): the coalescer reads the list again when it retries.
+        return await broadcast(protocol.room_group(room), frame, label="room_presence", retry=False)
 
 
-_outbox = per_loop(RoomPresenceOutbox)
+def room_presence_changed(room: str) -> None:
+    """Someone came into or left a room on this process: its list goes out within the window."""
+    runtime().local(RoomPresence).lists.add(room, "users", True)

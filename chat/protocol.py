@@ -1,13 +1,16 @@
 """The chat wire protocol (v1) on /ws/chat/<room>/: frame types, builders, limits, group names.
 
-Shared pieces (error frames, error and close codes, forward_event) live in
-presence.protocol; docs/protocol.md describes the same in prose.
+What every socket speaks (ping, errors, close codes) is in realtime.protocol;
+docs/protocol.md describes both in prose.
 """
 
 import re
 from typing import Any
 
-from presence.protocol import iso
+from realtime.protocol import iso
+
+# The endpoint's name in logs, metrics and connection rows.
+ENDPOINT = "chat"
 
 SLUG_PATTERN = "[a-z0-9-]{1,50}"
 _SLUG = re.compile(SLUG_PATTERN)
@@ -22,6 +25,7 @@ CHAT_DELETED = "chat.deleted"
 ROOM_PRESENCE = "room.presence"
 
 BODY_MAX_CHARS = 2000
+TITLE_MAX_CHARS = 100
 CLIENT_ID_MAX_CHARS = 64
 HISTORY_LIMIT = 50  # on connect, and the default page over HTTP
 HISTORY_PAGE_MAX = 100  # the largest page over HTTP

@@ -1,12 +1,9 @@
 """Chat reads. Every list is one query, whatever the number of rooms, messages or users."""
 
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
 from chat import protocol
 from chat.models import DeletedMessage, Message, Room
@@ -16,8 +13,7 @@ MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "cl
 
 
 def _live_chat_connections() -> QuerySet[Connection]:
-    cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL)
-    return Connection.objects.filter(endpoint=Connection.Endpoint.CHAT, heartbeat_at__gte=cutoff)
+    return Connection.objects.live().filter(endpoint=protocol.ENDPOINT)
 
 
 def room_by_slug(*, slug: str) -> Room | None:
@@ -28,9 +24,9 @@ def room_list() -> list[dict[str, Any]]:
     """Every room with how many people are in it now: [{"slug", "title", "present"}]."""
     present = (
         _live_chat_connections()
-        .filter(room=OuterRef("slug"))
+        .filter(topic=OuterRef("slug"))
         .order_by()
-        .values("room")
+        .values("topic")
         .annotate(n=Count("user_id", distinct=True))
         .values("n")
     )
@@ -44,7 +40,7 @@ def room_presence(*, slug: str) -> list[str]:
     """The usernames with a live socket in a room, each once, sorted."""
     return list(
         _live_chat_connections()
-        .filter(room=slug)
+        .filter(topic=slug)
         .order_by("user__username")
         .values_list("user__username", flat=True)
         .distinct()
@@ -85,8 +81,3 @@ def room_deleted_recently(*, room: Room, limit: int = protocol.RESUME_LIMIT) -> 
         .values_list("message_id", flat=True)[:limit]
     )
     return sorted(ids)
-
-
-def message_by_id(*, message_id: int) -> dict[str, Any] | None:
-    row = Message.objects.filter(id=message_id).values(*MESSAGE_FIELDS).first()
-    return protocol.message_frame(row) if row else None

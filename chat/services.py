@@ -4,41 +4,28 @@ import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.sessions.models import Session
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
-from accounts.models import LoggedInUser
+from accounts.text import TextRefused, text_clean
 from chat import protocol
 from chat.models import DeletedMessage, Message, Room
 from chat.ratelimit import rate_take
-from presence import protocol as base
-from presence.broadcast import user_sockets_close
-from presence.models import Connection
-from presence.protocol import ProtocolError
+from realtime import protocol as transport
+from realtime.broadcast import broadcast_sync
+from realtime.protocol import ProtocolError
 
 logger = logging.getLogger(__name__)
 
 
 def body_clean(body: Any) -> str:
-    """The body to store: trimmed, 1 to 2,000 code points, no NUL, no lone surrogate; else ProtocolError."""
-    if not isinstance(body, str):
-        raise ProtocolError(base.INVALID, "'body' must be a string.")
-    text = body.strip()
-    if not text:
-        raise ProtocolError(base.INVALID, "'body' is empty.")
-    if len(text) > protocol.BODY_MAX_CHARS:
-        raise ProtocolError(base.INVALID, f"'body' is longer than {protocol.BODY_MAX_CHARS} characters.")
-    if "\x00" in text:
-        raise ProtocolError(base.INVALID, "'body' contains a NUL character.")
-    # JSON can carry an unpaired \ud800 escape; no database can store it as text.
-    if any("\ud800" <= char <= "\udfff" for char in text):
-        raise ProtocolError(base.INVALID, "'body' contains an unpaired surrogate.")
-    return text
+    """The body to store, through the one text validator: trimmed, 1 to 2,000 code points; else ProtocolError."""
+    try:
+        return text_clean(body, max_chars=protocol.BODY_MAX_CHARS, field="body")
+    except TextRefused as refused:
+        raise ProtocolError(transport.INVALID, str(refused)) from None
 
 
 def client_id_clean(client_id: Any) -> str:
@@ -47,7 +34,7 @@ def client_id_clean(client_id: Any) -> str:
         return uuid.uuid4().hex
     if not protocol.client_id_is_valid(client_id):
         raise ProtocolError(
-            base.INVALID, f"'client_id' must be 1 to {protocol.CLIENT_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -"
+            transport.INVALID, f"'client_id' must be 1 to {protocol.CLIENT_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -"
         )
     return client_id
 
@@ -75,7 +62,7 @@ def message_post(
         return existing, False
     wait = rate_take(user_id=user.pk)
     if wait > 0:
-        raise ProtocolError(base.RATE_LIMITED, f"Too many messages; the next one is allowed in {wait:.1f} s.")
+        raise ProtocolError(transport.RATE_LIMITED, f"Too many messages; the next one is allowed in {wait:.1f} s.")
     try:
         with transaction.atomic():
             message = Message.objects.create(room=room, author=user, body=text, client_id=client_id)
@@ -100,15 +87,8 @@ def message_post(
 
 
 def room_broadcast(*, slug: str, frame: dict[str, Any]) -> None:
-    """Send a frame to every socket in a room, from sync code; a layer failure is logged, not raised."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(protocol.room_group(slug), base.forward_event(frame))
-    except Exception:
-        # Clients resync from the database when they reconnect.
-        logger.exception("chat broadcast to %s failed", slug)
+    """Send a frame to every socket in a room, from sync code, with broadcast()'s bounded retry."""
+    broadcast_sync(protocol.room_group(slug), frame, label="chat_deleted")
 
 
 def message_can_delete(*, user: AbstractBaseUser, author_id: int) -> bool:
@@ -144,9 +124,17 @@ def message_delete(*, user: AbstractBaseUser, message_id: int) -> None:
     messages_delete(messages=Message.objects.filter(id=message_id))
 
 
+def room_title_clean(title: Any) -> str:
+    """A room's name, through the one text validator; ValidationError when it refuses it."""
+    try:
+        return text_clean(title, max_chars=protocol.TITLE_MAX_CHARS, field="name")
+    except TextRefused as refused:
+        raise ValidationError(str(refused).replace("'name' ", "The name ", 1), code="invalid") from None
+
+
 def room_create(*, title: str, user: AbstractBaseUser) -> Room:
-    """Create a room named title; ValidationError when the name makes no valid slug or is taken."""
-    title = title.strip()
+    """Create a room named title; ValidationError when the name is refused, makes no valid slug or is taken."""
+    title = room_title_clean(title)
     slug = slugify(title)[:50].strip("-")
     if not protocol.slug_is_valid(slug):
         raise ValidationError("Use at least one letter or digit.", code="invalid")
@@ -154,7 +142,7 @@ def room_create(*, title: str, user: AbstractBaseUser) -> Room:
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug})
     try:
         with transaction.atomic():
-            return Room.objects.create(slug=slug, title=title[:100], created_by=user)
+            return Room.objects.create(slug=slug, title=title, created_by=user)
     except IntegrityError:
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug}) from None
 
@@ -163,24 +151,3 @@ def room_open(*, slug: str, user: AbstractBaseUser) -> Room:
     """The room with this (valid) slug, created on first visit."""
     room, _ = Room.objects.get_or_create(slug=slug, defaults={"title": slug, "created_by": user})
     return room
-
-
-def user_sessions_end(*, user_id: int) -> tuple[int, int]:
-    """Log a user out everywhere: delete their sessions, then close their sockets (4000).
-
-    Returns how many sessions were deleted and how many sockets were told to close.
-    """
-    with transaction.atomic():
-        keys = set(
-            LoggedInUser.objects.filter(user_id=user_id, session_key__isnull=False).values_list(
-                "session_key", flat=True
-            )
-        )
-        keys |= set(
-            Connection.objects.filter(user_id=user_id).exclude(session_key="").values_list("session_key", flat=True)
-        )
-        sessions, _ = Session.objects.filter(session_key__in=keys).delete()
-        LoggedInUser.objects.filter(user_id=user_id).delete()
-    # The sessions are gone first, so a socket that reconnects is refused with 4401.
-    sockets = user_sockets_close(user_id=user_id)
-    return sessions, sockets

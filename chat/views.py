@@ -9,7 +9,7 @@ from chat.forms import RoomForm
 from chat.models import Message, Room
 from chat.selectors import room_by_slug, room_history, room_list, room_presence
 from chat.services import message_delete, room_create, room_open
-from presence.protocol import INVALID
+from realtime.protocol import INVALID
 
 
 def _valid_slug(slug: str) -> str:

@@ -74,11 +74,11 @@ class PresenceUserAdmin(UserAdmin):
 
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
-    list_display = ["user", "endpoint", "room", "server", "idle", "opened_at", "heartbeat_at"]
+    list_display = ["user", "endpoint", "topic", "server", "idle", "opened_at", "heartbeat_at"]
     list_filter = ["endpoint", "idle", "server"]
     list_select_related = ["user"]
-    search_fields = ["user__username", "room"]
-    fields = ["user", "endpoint", "room", "server", "idle", "opened_at", "heartbeat_at"]
+    search_fields = ["user__username", "topic"]
+    fields = ["user", "endpoint", "topic", "server", "idle", "opened_at", "heartbeat_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:

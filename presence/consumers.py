@@ -1,14 +1,12 @@
 from presence import protocol
-from presence.models import Connection
-from presence.runtime import hub
-from presence.sockets import SocketConsumer
+from presence.hub import hub
+from presence.sockets import TrackedSocket
 
 
-class PresenceConsumer(SocketConsumer):
+class PresenceConsumer(TrackedSocket):
     """/ws/presence/: a snapshot of who is online, then diffs as people come and go."""
 
-    endpoint = Connection.Endpoint.PRESENCE
-    client_types = {**SocketConsumer.client_types, protocol.PRESENCE_STATE: "on_presence_state"}
+    endpoint = "presence"
 
     def groups_for(self) -> tuple[str, ...]:
         return (protocol.PRESENCE_GROUP,)

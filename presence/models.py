@@ -1,5 +1,22 @@
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+
+def live_cutoff(now: datetime | None = None) -> datetime:
+    """Sockets whose heartbeat is older than this belong to a process that stopped refreshing them."""
+    return (now or timezone.now()) - timedelta(seconds=settings.PRESENCE_TTL)
+
+
+class ConnectionQuerySet(models.QuerySet):
+    def live(self, now: datetime | None = None) -> "ConnectionQuerySet":
+        """Sockets whose process still refreshes them (the one definition of a live connection)."""
+        return self.filter(heartbeat_at__gte=live_cutoff(now))
+
+    def stale(self, now: datetime | None = None) -> "ConnectionQuerySet":
+        return self.filter(heartbeat_at__lt=live_cutoff(now))
 
 
 class UserPresence(models.Model):
@@ -28,21 +45,20 @@ class UserPresence(models.Model):
 class Connection(models.Model):
     """One open WebSocket, on some process of some host."""
 
-    class Endpoint(models.TextChoices):
-        PRESENCE = "presence"
-        CHAT = "chat"
-
     channel_name = models.CharField(max_length=200, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="connections")
     session_key = models.CharField(max_length=40, blank=True, db_index=True)
     # The process that holds the socket; it refreshes heartbeat_at for all of its sockets at once.
     server = models.CharField(max_length=100, db_index=True)
-    endpoint = models.CharField(max_length=16, choices=Endpoint.choices)
-    # The chat room slug for chat sockets; empty for presence sockets.
-    room = models.CharField(max_length=50, blank=True, db_index=True)
+    # Which endpoint the socket is on, as the endpoint names itself ("presence", "chat", ...).
+    endpoint = models.CharField(max_length=16)
+    # What the socket is about within its endpoint (a chat room's slug), or empty.
+    topic = models.CharField(max_length=50, blank=True, db_index=True)
     idle = models.BooleanField(default=False)
     opened_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField(db_index=True)
+
+    objects = ConnectionQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["user", "heartbeat_at"])]

@@ -1,23 +1,16 @@
 """Presence reads. Each list is one query, whatever the number of users."""
 
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.utils import timezone
 
 from presence.models import Connection, UserPresence
-from presence.protocol import iso
-
-
-def _live_connections(**filters: Any) -> QuerySet[Connection]:
-    cutoff = timezone.now() - timedelta(seconds=settings.PRESENCE_TTL)
-    return Connection.objects.filter(heartbeat_at__gte=cutoff, **filters)
+from realtime.protocol import iso
 
 
 def _shown_online() -> Q:
-    live = _live_connections(user_id=OuterRef("user_id"))
+    live = Connection.objects.live().filter(user_id=OuterRef("user_id"))
     rows = Connection.objects.filter(user_id=OuterRef("user_id"))
     # No socket row at all while online_since is set: the last socket just
     # closed and the leave waits out its grace (a reload, a reconnect). No
@@ -33,7 +26,7 @@ def _online() -> QuerySet[UserPresence]:
 
 def presence_online_users() -> list[dict[str, Any]]:
     """Users with a live socket, by name: [{"username", "online", "since", "idle"}]."""
-    active = _live_connections(user_id=OuterRef("user_id"), idle=False)
+    active = Connection.objects.live().filter(user_id=OuterRef("user_id"), idle=False)
     rows = (
         _online()
         .annotate(active=Exists(active))
@@ -60,9 +53,3 @@ def presence_recently_seen(*, limit: int | None = None) -> list[dict[str, Any]]:
         .values_list("user__username", "last_seen")[:limit]
     )
     return [{"username": username, "online": False, "last_seen": iso(seen)} for username, seen in rows]
-
-
-def presence_is_idle(*, user_id: int) -> bool:
-    """True when the user has live sockets and every one of them is idle."""
-    live = _live_connections(user_id=user_id)
-    return live.exists() and not live.filter(idle=False).exists()

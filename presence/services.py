@@ -16,6 +16,7 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from presence.models import Connection, UserPresence
+from realtime.fanout import sockets_end_sync
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,6 @@ class TooManySockets(Exception):
     """The user already holds SOCKET_MAX_PER_USER live sockets."""
 
 
-def _live_cutoff(now: datetime) -> datetime:
-    return now - timedelta(seconds=settings.PRESENCE_TTL)
-
-
 def _locked_presence(user_id: int) -> UserPresence:
     presence, _ = UserPresence.objects.select_for_update().get_or_create(user_id=user_id)
     return presence
@@ -71,7 +68,7 @@ def connection_open(
     server: str,
     endpoint: str,
     session_key: str = "",
-    room: str = "",
+    topic: str = "",
 ) -> Join | None:
     """Register an open socket; return the Join if it made the user online."""
     presence = _locked_presence(user.pk)
@@ -82,7 +79,7 @@ def connection_open(
     now = timezone.now()
     # Sockets of a dead process that no sweep has reached yet: the user vanished
     # from newer snapshots, so drop them and announce the user afresh.
-    stale, _ = Connection.objects.filter(user_id=user.pk, heartbeat_at__lt=_live_cutoff(now)).delete()
+    stale, _ = Connection.objects.stale(now).filter(user_id=user.pk).delete()
     # online_since with no socket left means a leave is pending its grace
     # period (a page reload): the user never went offline, so no join.
     had_live = presence.online_since is not None and not stale
@@ -96,7 +93,7 @@ def connection_open(
         session_key=session_key or "",
         server=server,
         endpoint=endpoint,
-        room=room,
+        topic=topic,
         opened_at=now,
         heartbeat_at=now,
     )
@@ -119,7 +116,7 @@ def connection_close(*, channel_name: str) -> int | None:
     now = timezone.now()
     presence.last_seen = now
     presence.save(update_fields=["last_seen"])
-    if Connection.objects.filter(user_id=presence.user_id, heartbeat_at__gte=_live_cutoff(now)).exists():
+    if Connection.objects.live(now).filter(user_id=presence.user_id).exists():
         return None
     return presence.user_id
 
@@ -131,7 +128,7 @@ def presence_settle(*, user_id: int) -> Leave | None:
     if presence.online_since is None:
         return None
     now = timezone.now()
-    if Connection.objects.filter(user_id=user_id, heartbeat_at__gte=_live_cutoff(now)).exists():
+    if Connection.objects.live(now).filter(user_id=user_id).exists():
         return None
     presence.online_since = None
     presence.away = False
@@ -145,16 +142,11 @@ def connection_heartbeat(*, server: str) -> int:
     return Connection.objects.filter(server=server).update(heartbeat_at=timezone.now())
 
 
-def connection_idle_set(*, channel_name: str, idle: bool) -> int:
-    """Record whether a socket's tab is idle."""
-    return Connection.objects.filter(channel_name=channel_name).update(idle=idle)
-
-
 def _settle_state(presence: UserPresence) -> StateChange | None:
     # The caller holds the lock on the presence row.
     if presence.online_since is None:
         return None
-    live = Connection.objects.filter(user_id=presence.user_id, heartbeat_at__gte=_live_cutoff(timezone.now()))
+    live = Connection.objects.live().filter(user_id=presence.user_id)
     away = live.exists() and not live.filter(idle=False).exists()
     if away == presence.away:
         return None
@@ -180,14 +172,13 @@ def presence_state_settle(*, user_id: int) -> StateChange | None:
 def presence_sweep() -> tuple[int, list[Leave]]:
     """Drop sockets whose process stopped refreshing them; return how many, and the leaves."""
     now = timezone.now()
-    cutoff = _live_cutoff(now)
-    stale = Connection.objects.filter(heartbeat_at__lt=cutoff)
+    stale = Connection.objects.stale(now)
     last_beats = dict(stale.values("user_id").annotate(last=Max("heartbeat_at")).values_list("user_id", "last"))
     removed = 0
     for user_id, last_beat in last_beats.items():
         with transaction.atomic():
             presence = _locked_presence(user_id)
-            count, _ = Connection.objects.filter(user_id=user_id, heartbeat_at__lt=cutoff).delete()
+            count, _ = Connection.objects.stale(now).filter(user_id=user_id).delete()
             removed += count
             if presence.last_seen is None or presence.last_seen < last_beat:
                 presence.last_seen = last_beat
@@ -197,7 +188,7 @@ def presence_sweep() -> tuple[int, list[Leave]]:
     grace_cutoff = now - timedelta(seconds=settings.PRESENCE_LEAVE_GRACE)
     orphans = (
         UserPresence.objects.filter(online_since__isnull=False)
-        .exclude(user__connections__heartbeat_at__gte=cutoff)
+        .exclude(Exists(Connection.objects.live(now).filter(user_id=OuterRef("user_id"))))
         .exclude(last_seen__gte=grace_cutoff)
         .values_list("user_id", flat=True)
     )
@@ -229,7 +220,7 @@ def connection_sessions_ended(*, server: str) -> list[str]:
     """The channel names of one process's sockets whose session expired or was deleted, or whose user is inactive.
 
     A user deactivated by a bulk update fires no signal, so no receiver closed
-    their sockets (chat/signals.py covers a save). One query with the database
+    their sockets (accounts/signals.py covers a save). One query with the database
     session engines; other engines are asked once per distinct session.
     """
     connections = Connection.objects.filter(server=server).exclude(session_key="")
@@ -242,3 +233,13 @@ def connection_sessions_ended(*, server: str) -> list[str]:
     rows = list(connections.values_list("channel_name", "session_key", "user__is_active"))
     gone = {key for key in {key for _, key, _ in rows} if not store().exists(key)}
     return [channel for channel, key, active in rows if key in gone or not active]
+
+
+def session_sockets_close(*, session_key: str) -> int:
+    """Close, with 4000, every socket opened with this session, on any process; return how many were told."""
+    return sockets_end_sync(session_channels(session_key=session_key), "logged out")
+
+
+def user_sockets_close(*, user_id: int, except_session_key: str | None = None, reason: str = "session ended") -> int:
+    """Close, with 4000, every socket of this user on every process, but those of one session if given."""
+    return sockets_end_sync(user_channels(user_id=user_id, except_session_key=except_session_key), reason)

@@ -1,7 +1,6 @@
-"""Receivers that keep sockets in step with sessions."""
+"""Receivers that keep sockets in step with sessions: adapters that call a presence service."""
 
-from presence.broadcast import session_sockets_close, user_sockets_close
-from presence.services import connection_session_rekey
+from presence.services import connection_session_rekey, session_sockets_close, user_sockets_close
 
 
 def close_session_sockets(sender, request=None, **kwargs) -> None:
@@ -15,3 +14,8 @@ def close_other_sessions_sockets(sender, user, old_session_key=None, new_session
     """Called after a password change: this session's sockets follow its new key, the others close (4000)."""
     connection_session_rekey(old_session_key=old_session_key or "", new_session_key=new_session_key or "")
     user_sockets_close(user_id=user.pk, except_session_key=new_session_key, reason="password changed")
+
+
+def close_user_sockets(sender, user_id: int, reason: str = "session ended", **kwargs) -> int:
+    """Called once a user's sessions were ended (accounts.services.user_sessions_end): close every socket (4000)."""
+    return user_sockets_close(user_id=user_id, reason=reason)

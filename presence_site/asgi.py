@@ -12,9 +12,9 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from presence import daphne_compat  # noqa: E402
-from presence.origin import allowed_hosts_origin_validator  # noqa: E402
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
+from realtime import daphne_compat  # noqa: E402
+from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 
 # Daphne would turn the protocol's 1003/1008/1009/1013 closes into 1011, and wait a loop turn per frame.
 daphne_compat.install()

@@ -11,7 +11,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import presence.metrics  # noqa: F401  (registers the app's metrics)
+import realtime.metrics  # noqa: F401  (registers the transport metrics; the apps register theirs when ready)
 
 logger = logging.getLogger(__name__)
 

@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "csp",
     # Counts failed log-ins and locks out a user name at one address.
     "axes",
+    "realtime",
     "accounts",
     "presence",
     "chat",
@@ -179,8 +180,9 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, not memory, so that Daphne processes started by the tests share it.
-            "TEST": {"NAME": str(BASE_DIR / "var" / "test.sqlite3")},
+            # A file, not memory, so that Daphne processes started by the tests share it
+            # (SQLITE_TEST_PATH gives concurrent test runs in one checkout a file each).
+            "TEST": {"NAME": env_str("SQLITE_TEST_PATH") or str(BASE_DIR / "var" / "test.sqlite3")},
             # Channels closes "old" connections around every database call;
             # with 0 each call would open the file and run the PRAGMAs again.
             "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
@@ -214,15 +216,6 @@ if CHANNEL_LAYER_BACKEND not in CHANNEL_LAYER_BACKENDS:
     raise ImproperlyConfigured(
         f"CHANNEL_LAYER_BACKEND must be one of {', '.join(CHANNEL_LAYER_BACKENDS)}; got {CHANNEL_LAYER_BACKEND!r}."
     )
-
-# "process": each process joins a group once and hands its messages to its own
-# sockets (presence/fanout.py); "channel": every socket joins the group on the
-# layer, the stock Channels pattern.
-# "process" is the default: a third of the server CPU per delivered frame
-# (docs/benchmarks.md), and the fault suite passes with either.
-CHANNEL_FANOUT = env_str("CHANNEL_FANOUT", "process")
-if CHANNEL_FANOUT not in {"process", "channel"}:
-    raise ImproperlyConfigured(f"CHANNEL_FANOUT must be process or channel; got {CHANNEL_FANOUT!r}.")
 
 
 def redis_channel_layers(url: str, backend: str | None = None) -> dict:
@@ -397,6 +390,10 @@ STORAGES = {
 # sweeps stale ones every PRESENCE_HEARTBEAT_INTERVAL.
 PRESENCE_TTL = env_float("PRESENCE_TTL", 60.0)
 PRESENCE_HEARTBEAT_INTERVAL = env_float("PRESENCE_HEARTBEAT_INTERVAL", 15.0)
+# How often each process asks the channel layer's Redis who it is: two checks
+# without an answer, or a new run id (a restart), close the process's sockets
+# with 4503 so that clients resync. Beats with the heartbeat unless set.
+SOCKET_LAYER_CHECK_INTERVAL = env_float("SOCKET_LAYER_CHECK_INTERVAL", PRESENCE_HEARTBEAT_INTERVAL)
 # How long the last socket may be gone before the leave is announced, so that
 # a page reload does not flicker offline and back.
 PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)

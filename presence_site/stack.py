@@ -23,7 +23,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "presence.conf.template"
 NGINX_MAIN_TEMPLATE = BASE_DIR / "deploy" / "nginx" / "stack-nginx.conf.template"
 # 64 KiB bounds what a client can make Daphne buffer; autobahn would apply it
-# to what the server sends too, which presence.daphne_compat lifts.
+# to what the server sends too, which realtime.daphne_compat lifts.
 DAPHNE_FLAGS = [
     "--websocket_timeout",
     "86400",

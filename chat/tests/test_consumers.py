@@ -1,15 +1,16 @@
 """/ws/chat/<room>/ through the full ASGI stack, on the in-memory layer and on a real Redis."""
 
 import json
+import logging
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.db import connection
 
+from accounts.services import user_sessions_end
 from chat.models import Message
-from chat.services import user_sessions_end
-from presence.testing import answers_ping, close_code
+from presence_site.testing import answers_ping, close_code, forgotten
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -316,16 +317,60 @@ async def test_rate_limit_engages_after_the_burst_across_sockets_and_rooms(open_
     assert await answers_ping(first_tab)
 
 
-async def test_flooding_past_rate_limited_is_closed_with_1008(open_socket, people, settings):
+async def test_flooding_past_rate_limited_is_closed_with_1008_through_the_common_close(
+    open_socket, people, settings, caplog
+):
     settings.CHAT_RATE_BURST = 1
     settings.CHAT_RATE_PER_MINUTE = 1
     settings.CHAT_FLOOD_CLOSE_AFTER = 3
     alice, *_ = people
     communicator, *_ = await join(open_socket, alice)
     await say(communicator, "allowed")
-    for i in range(4):
-        await communicator.send_json_to({"type": "chat.message", "body": f"flood {i}"})
-    assert await close_code(communicator) == 1008
+    with caplog.at_level(logging.INFO, logger="realtime.sockets"):
+        for i in range(4):
+            await communicator.send_json_to({"type": "chat.message", "body": f"flood {i}"})
+        assert await close_code(communicator) == 1008
+    # Logged like every other server close, and forgotten at once, not when the client answers the close.
+    assert any(
+        "closing chat socket: code=1008" in record.getMessage() and "user=alice" in record.getMessage()
+        for record in caplog.records
+    )
+    assert await forgotten(alice)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "invoice\u202efdp.exe",  # shows as "invoiceexe.pdf"
+        "isolate \u2066evil\u2069",
+        "\u001b[31mred",  # a terminal escape
+        "ring \u0007",
+        "next line \u0085",
+        "\u200b",  # nothing visible
+        "\u200b\u200d \u0301",
+        "nul \u0000",
+    ],
+)
+async def test_text_the_validator_refuses_is_never_stored_or_broadcast(open_socket, people, body):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    await alice_socket.send_json_to({"type": "chat.message", "body": body, "client_id": "c-1"})
+    error = await next_of(alice_socket, "error")
+    assert error["code"] == "invalid" and error["client_id"] == "c-1" and "body" in error["detail"]
+    assert await nothing_but_presence(bob_socket)
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    assert await answers_ping(alice_socket)
+
+
+@pytest.mark.parametrize("body", ["שלום עולם", "مرحبا", "👩‍👩‍👧‍👦 family", "a\u200bb", "نمی\u200cخواهم"])
+async def test_right_to_left_text_emoji_and_joiners_are_kept_byte_for_byte(open_socket, people, body):
+    alice, *_ = people
+    communicator, *_ = await join(open_socket, alice)
+    sent = await say(communicator, body)
+    assert sent["body"].encode("utf-8") == body.encode("utf-8")
+    stored = await database_sync_to_async(Message.objects.get)(id=sent["id"])
+    assert stored.body.encode("utf-8") == body.encode("utf-8")
 
 
 async def test_typing_reaches_the_others_not_the_sender_and_is_throttled(open_socket, people):

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from chat.models import Message, Room
-from presence.testing import ORIGIN, live_cookie
+from presence_site.testing import ORIGIN, live_cookie
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -19,7 +19,7 @@ def connect(user, room: str, *, endpoint: str = "chat", age: float = 0) -> None:
         user=user,
         server="test",
         endpoint=endpoint,
-        room=room,
+        topic=room,
         opened_at=moment,
         heartbeat_at=moment,
     )

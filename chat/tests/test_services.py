@@ -3,15 +3,13 @@
 import threading
 
 import pytest
-from django.contrib.sessions.models import Session
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 
 from chat.models import Message, Room
 from chat.ratelimit import rate_take
-from chat.services import body_clean, message_delete, message_post, room_create, room_open, user_sessions_end
-from presence.protocol import ProtocolError
-from presence.testing import session_cookie
+from chat.services import body_clean, message_delete, message_post, room_create, room_open
+from realtime.protocol import ProtocolError
 
 
 @pytest.mark.parametrize(
@@ -147,14 +145,3 @@ def test_room_open_creates_once(make_user):
     alice = make_user("alice")
     assert room_open(slug="new-room", user=alice) == room_open(slug="new-room", user=alice)
     assert Room.objects.count() == 1
-
-
-@pytest.mark.django_db
-@pytest.mark.usefixtures("layer")
-def test_user_sessions_end_deletes_every_session_of_that_user_only(make_user):
-    alice, bob = make_user("alice"), make_user("bob")
-    keys = [session_cookie(alice)[1], session_cookie(alice)[1]]
-    bobs = session_cookie(bob)[1]
-    assert user_sessions_end(user_id=alice.pk) == (2, 0)
-    assert not Session.objects.filter(session_key__in=keys).exists()
-    assert Session.objects.filter(session_key=bobs).exists()

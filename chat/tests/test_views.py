@@ -58,6 +58,29 @@ def test_a_taken_or_invalid_name_is_a_form_error(alice_client, make_room, name):
     assert Room.objects.count() == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("Invoices\u202e", "bidirectional"),
+        ("Ring\x07", "control character"),
+        ("Escape \x1b[31m", "control character"),
+        ("\u200b\u200d", "empty"),
+    ],
+)
+def test_a_room_name_the_text_validator_refuses_is_a_form_error(alice_client, name, fragment):
+    response = alice_client.post("/chat/", {"name": name})
+    assert response.status_code == 200
+    assert any(fragment in error for error in response.context["form"].errors["name"])
+    assert fragment in response.content.decode()
+    assert not Room.objects.exists()
+
+
+def test_a_right_to_left_room_name_is_kept(alice_client):
+    response = alice_client.post("/chat/", {"name": "Café שלום 2"})
+    assert response.status_code == 302
+    assert Room.objects.get().title == "Café שלום 2"
+
+
 def test_opening_a_valid_slug_creates_the_room(alice_client):
     response = alice_client.get("/chat/new-room/")
     assert response.status_code == 200

@@ -16,7 +16,8 @@ from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from presence import protocol
-from presence.testing import CHROMIUM_ARGS, LiveServer, session_cookie
+from presence_site.testing import CHROMIUM_ARGS, LiveServer, session_cookie
+from realtime import protocol as transport
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -177,7 +178,7 @@ def publish_diff(redis_url: str, joins: list[dict], leaves: list[dict]) -> None:
         layer = RedisChannelLayer(hosts=[redis_url], prefix="presence")
         try:
             await layer.group_send(
-                protocol.PRESENCE_GROUP, protocol.forward_event(protocol.diff_frame(joins, leaves, 0))
+                protocol.PRESENCE_GROUP, transport.forward_event(protocol.diff_frame(joins, leaves, 0))
             )
         finally:
             await layer.close_pools()
@@ -201,7 +202,7 @@ def test_a_transition_older_than_what_the_page_shows_is_ignored(server, new_cont
     publish_diff(redis_url, joins=[{"username": "carol", "since": long_ago}], leaves=[])
     publish_diff(redis_url, joins=[], leaves=[{"username": "bob", "last_seen": long_ago}])
     # Frames from one sender arrive in order: once this one shows, the stale ones were handled.
-    publish_diff(redis_url, joins=[{"username": "marker", "since": protocol.iso(timezone.now())}], leaves=[])
+    publish_diff(redis_url, joins=[{"username": "marker", "since": transport.iso(timezone.now())}], leaves=[])
     expect(online(watcher, "marker")).to_be_visible()
     expect(online(watcher, "bob")).to_be_visible()
     expect(online(watcher, "carol")).to_have_count(0)

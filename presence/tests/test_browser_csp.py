@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from presence.testing import CHROMIUM_ARGS, session_cookie
+from presence_site.testing import CHROMIUM_ARGS, session_cookie
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from presence.testing import LiveSocket, live_cookie
+from presence_site.testing import LiveSocket, live_cookie
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 from django.test import Client
 
-from presence.testing import BASE_DIR
+from presence_site.testing import BASE_DIR
 
 pytestmark = pytest.mark.django_db
 

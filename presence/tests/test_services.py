@@ -14,7 +14,7 @@ from presence.services import (
     presence_settle,
     presence_sweep,
 )
-from presence.testing import session_cookie
+from presence_site.testing import session_cookie
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@
 One stack (presence_site.stack.Stack: redis-server, PostgreSQL, two Daphne
 processes with short ping timings, nginx) serves the whole module; each test
 breaks one part and the `stack` fixture puts every part back before and after
-it. Clients are presence.testing.ResilientClient: they reconnect and resync
+it. Clients are presence_site.testing.ResilientClient: they reconnect and resync
 the way the pages do. Each test prints how long its fault took to heal
 (docs/faults.md keeps the table); run with -s to see the lines.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from presence.testing import ResilientClient, wait_all
 from presence_site.stack import Stack
+from presence_site.testing import ResilientClient, wait_all
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 

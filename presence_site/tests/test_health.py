@@ -4,9 +4,9 @@ import logging
 import pytest
 from django.contrib.auth import get_user_model
 
-from presence.testing import RedisServer
 from presence_site import settings as site
 from presence_site.logs import JsonFormatter
+from presence_site.testing import RedisServer
 
 
 def test_healthz_answers_without_touching_anything(client):
@@ -61,7 +61,7 @@ def test_metrics_for_allowed_networks_and_staff_only(client, settings, make_user
 
 
 def test_json_log_lines_carry_extra_fields():
-    record = logging.LogRecord("presence.sockets", logging.INFO, __file__, 1, "socket %s", ("closed",), None)
+    record = logging.LogRecord("realtime.sockets", logging.INFO, __file__, 1, "socket %s", ("closed",), None)
     record.user = "alice"
     record.code = 4000
     line = json.loads(JsonFormatter().format(record))

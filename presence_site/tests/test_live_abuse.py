@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from presence.models import Connection
-from presence.testing import SOCKET_ENDPOINTS, live_cookie
+from presence_site.testing import SOCKET_ENDPOINTS, live_cookie
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

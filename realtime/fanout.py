@@ -1,116 +1,118 @@
 """Per-process fan-out: one layer message per process per group, delivered here to this process's sockets.
 
-With the stock pattern every socket joins its groups on the channel layer, so a
-broadcast to a room of 1,000 sockets is 1,000 layer messages (on
+With the stock Channels pattern every socket joins its groups on the channel
+layer, so a broadcast to a room of 1,000 sockets is 1,000 layer messages (on
 RedisChannelLayer: 1,000 Redis list pushes and 1,000 blocking pops), each
 decoded and dispatched by its own consumer task. Here the process joins each
 group once, with a channel of its own, and hands each message to its sockets
 in a loop: a frame forward is written to every socket at once, anything else
-goes to the socket's own channel as before.
+goes to the socket's dispatch.
 
 The few events addressed to one socket (a session that ended) go the same
 way: a socket has no channel of its own on the layer, only an address inside
-its process's inbox channel (`send_to_socket`), and the process hands what
+its process's inbox channel (send_to_socket), and the process hands what
 arrives there to the socket. A channel per socket cost each idle socket a
-receive waiting on the layer (its tasks and queue): about 6 KiB, a seventh of
-a socket's memory (docs/benchmarks.md).
+receive waiting on the layer: about 6 KiB, a seventh of a socket's memory
+(docs/benchmarks.md).
 
-Nothing here is shared state: the registry holds only this process's own open
-sockets, per event loop. The layer stays lossy, as before: a process that
-misses a message misses it for its sockets, which resync from the database
-when they reconnect.
+Nothing here is shared state: the groups hold the addresses of this
+process's own open sockets (the runtime's registry). The layer stays lossy: a
+process that misses a message misses it for its sockets, which resync from
+the database when they reconnect.
 """
 
 import asyncio
 import itertools
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from presence import metrics, protocol
-from presence.loops import keep, per_loop
+from realtime import metrics, protocol
+
+if TYPE_CHECKING:
+    from realtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-# Seconds a socket, or this registry, waits for one channel-layer call before it gives up on it.
+# Seconds a socket, or this process, waits for one channel-layer call before it gives up on it.
 LAYER_TIMEOUT = 5.0
 
-
-class Member(Protocol):
-    channel_name: str
-
-    async def frame_forward(self, event: dict[str, Any]) -> None: ...
-
-    async def dispatch(self, message: dict[str, Any]) -> None: ...
+# A socket's address is its process's inbox channel, this separator and a number of its own. "#" appears in
+# no channel name of any layer (channels allows letters, digits, "-", "_", "." and one "!").
+ADDRESS_SEPARATOR = "#"
+# The key that carries the address in an event sent to the inbox.
+ADDRESS_KEY = "__socket__"
 
 
 class LocalGroup:
-    """One group as seen by one process: its sockets here, and the channel that receives for them."""
+    """One group as seen by one process: the addresses of its sockets here, and the channel that receives for them."""
 
     def __init__(self, name: str, layer, channel: str) -> None:
         self.name = name
         self.layer = layer
         self.channel = channel
-        self.members: dict[str, Member] = {}
+        self.members: set[str] = set()
         self.task: asyncio.Task | None = None
 
 
 class Fanout:
-    """The groups that this process's sockets are in (one event loop)."""
+    """The groups that this process's sockets are in, and the process's inbox."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
         self.groups: dict[str, LocalGroup] = {}
         # Joins and leaves of one group must not interleave around the layer calls.
         self.lock = asyncio.Lock()
         self.refresh_task: asyncio.Task | None = None
-        # Receives cancelled but not finished yet, and events being handled (kept so they are not collected).
-        self.stopping: set[asyncio.Task] = set()
-        self.handling: set[asyncio.Task] = set()
         # The process's inbox: events sent to one of its sockets arrive here, with the socket's address.
         self.inbox: str | None = None
         self.inbox_layer = None
         self.inbox_task: asyncio.Task | None = None
-        self.sockets: dict[str, Member] = {}
         self.socket_numbers = itertools.count(1)
 
-    async def address(self, layer) -> str:
+    async def address(self) -> str:
         """A new address for a socket of this process, inside its inbox channel."""
         if self.inbox is None:
-            self.inbox = await layer.new_channel()
-            self.inbox_layer = layer
+            self.inbox_layer = get_channel_layer()
+            self.inbox = await self.inbox_layer.new_channel()
         return f"{self.inbox}{ADDRESS_SEPARATOR}{next(self.socket_numbers)}"
 
-    def attach(self, member: Member) -> None:
-        """Deliver what arrives for this socket's address; the first socket starts the inbox's receive."""
-        self.sockets[member.channel_name] = member
-        if self.inbox_task is None:
-            self.inbox_task = self.loop.create_task(self._receive_inbox())
+    def socket_attached(self) -> None:
+        """The first open socket starts the inbox's receive."""
+        if self.inbox_task is None and self.inbox is not None:
+            self.inbox_task = self.runtime.spawn(self._receive_inbox())
 
-    def detach(self, member: Member) -> None:
-        """Forget a socket; the last one stops the inbox's receive (what arrives later waits on the layer)."""
-        self.sockets.pop(member.channel_name, None)
-        if not self.sockets and self.inbox_task is not None:
-            self._cancel(self.inbox_task)
+    def socket_detached(self) -> None:
+        """The last socket stops the inbox's receive (what arrives later waits on the layer)."""
+        if not self.runtime.sockets and self.inbox_task is not None:
+            self.inbox_task.cancel()
             self.inbox_task = None
+
+    def stop(self) -> None:
+        """Cancel every receive of this process (the runtime is stopping)."""
+        for local in self.groups.values():
+            self._stop_listening(local)
+        for task in (self.inbox_task, self.refresh_task):
+            if task is not None:
+                task.cancel()
+        self.inbox_task = self.refresh_task = None
 
     async def _receive_inbox(self) -> None:
         async def lost(error: Exception) -> None:
-            # Redis went away: every socket here is deaf to what is sent to
-            # it, so each closes with 4503 as its own receive would have.
+            # Redis went away: every socket here is deaf to what is sent to it.
             metrics.LAYER_ERRORS.labels("receive").inc()
-            logger.warning("this process's socket inbox could not receive (%s)", type(error).__name__)
-            for member in list(self.sockets.values()):
-                self._handle(member, {"type": "layer.lost"})
+            await self.runtime.layer.lost(f"this process's socket inbox could not receive ({type(error).__name__})")
             await asyncio.sleep(1)
 
         async def arrived(message: dict[str, Any]) -> None:
-            member = self.sockets.get(message.pop(ADDRESS_KEY, None))
+            member = self.runtime.sockets.get(message.pop(ADDRESS_KEY, None))
             if member is not None:
                 self._handle(member, message)
 
-        # Until detach() or renew() replaces this task.
+        # Until socket_detached() or renew() replaces this task.
         await self._receive_until(self.inbox_layer, self.inbox, lambda this: self.inbox_task is this, arrived, lost)
 
     @staticmethod
@@ -134,33 +136,28 @@ class Fanout:
                 continue
             await arrived(message)
 
-    def _handle(self, member: Member, message: dict[str, Any]) -> None:
+    def _handle(self, member, message: dict[str, Any]) -> None:
         # In a task of its own: a handler may close the socket, which waits out the leave grace.
-        keep(self.handling, self.loop.create_task(member.dispatch(message)), "a socket failed to handle an event")
+        self.runtime.spawn(member.dispatch(message), failure="a socket failed to handle an event")
 
-    def _cancel(self, task: asyncio.Task) -> None:
-        if not task.done():
-            task.cancel()
-            self.stopping.add(task)
-            task.add_done_callback(self.stopping.discard)
-
-    async def join(self, group: str, member: Member, layer) -> None:
+    async def join(self, group: str, address: str) -> None:
         """Add a socket to a group; the first one here subscribes this process to it."""
         async with self.lock:
             local = self.groups.get(group)
             if local is None:
+                layer = get_channel_layer()
                 channel = await layer.new_channel()
                 await layer.group_add(group, channel)
                 local = self.groups[group] = LocalGroup(group, layer, channel)
                 self._listen(local)
                 if self.refresh_task is None:
-                    self.refresh_task = self.loop.create_task(self._refresh())
+                    self.refresh_task = self.runtime.spawn(self._refresh())
             else:
                 # Renewed on every join: a Redis that restarted (or failed over)
                 # has forgotten the membership, and the sockets that reconnect
                 # after it must not join a group this process no longer hears.
-                await layer.group_add(group, local.channel)
-            local.members[member.channel_name] = member
+                await local.layer.group_add(group, local.channel)
+            local.members.add(address)
 
     async def renew(self) -> None:
         """After Redis restarted: listen on a fresh channel per group and join the groups again.
@@ -182,14 +179,17 @@ class Fanout:
                 self._listen(local)
             # The inbox's receive may be waiting on the old Redis too.
             if self.inbox_task is not None:
-                self._cancel(self.inbox_task)
-                self.inbox_task = self.loop.create_task(self._receive_inbox())
+                self.inbox_task.cancel()
+                self.inbox_task = self.runtime.spawn(self._receive_inbox())
 
-    async def leave(self, group: str, member: Member) -> None:
+    async def leave(self, group: str, address: str) -> None:
         """Remove a socket from a group; the last one here unsubscribes this process."""
         async with self.lock:
             local = self.groups.get(group)
-            if local is None or local.members.pop(member.channel_name, None) is None or local.members:
+            if local is None or address not in local.members:
+                return
+            local.members.discard(address)
+            if local.members:
                 return
             del self.groups[group]
             self._stop_listening(local)
@@ -203,7 +203,7 @@ class Fanout:
                 logger.warning("could not leave group %s on the channel layer", group, exc_info=True)
 
     def _listen(self, local: LocalGroup) -> None:
-        local.task = self.loop.create_task(self._receive(local, local.channel))
+        local.task = self.runtime.spawn(self._receive(local, local.channel))
 
     def _stop_listening(self, local: LocalGroup) -> None:
         """Cancel the group's receive without waiting for it.
@@ -215,13 +215,12 @@ class Fanout:
         """
         task, local.task = local.task, None
         if task is not None:
-            self._cancel(task)
+            task.cancel()
 
     async def _receive(self, local: LocalGroup, channel: str) -> None:
         async def failed(error: Exception) -> None:
-            # Redis went away: the inbox's receive fails too and closes the
-            # sockets with 4503 (with CHANNEL_FANOUT=channel, their own
-            # receives do); clients resync when they reconnect.
+            # Redis went away: the inbox's receive fails too and the layer
+            # health closes the sockets with 4503; clients resync when they reconnect.
             logger.warning("fan-out of group %s could not receive; retrying", local.name, exc_info=error)
             await asyncio.sleep(1)
             try:
@@ -241,7 +240,8 @@ class Fanout:
         await self._receive_until(local.layer, channel, current, arrived, failed)
 
     async def deliver(self, local: LocalGroup, message: dict[str, Any]) -> None:
-        members = list(local.members.values())
+        sockets = self.runtime.sockets
+        members = [sockets[address] for address in list(local.members) if address in sockets]
         if message.get("type") == protocol.EVENT_FORWARD:
             for member in members:
                 try:
@@ -264,31 +264,23 @@ class Fanout:
                     logger.warning("could not renew group %s", local.name, exc_info=True)
 
 
-# A socket's address is its process's inbox channel, this separator and a number of its own. "#" appears in
-# no channel name of any layer (channels allows letters, digits, "-", "_", "." and one "!").
-ADDRESS_SEPARATOR = "#"
-# The key that carries the address in an event sent to the inbox.
-ADDRESS_KEY = "__socket__"
-
-
-async def send_to_socket(layer, address: str, event: dict[str, Any]) -> None:
-    """Send an event to one socket, on whichever process holds it.
-
-    An address inside a process's inbox (CHANNEL_FANOUT=process) goes to that
-    inbox; a plain channel name (CHANNEL_FANOUT=channel) is sent to directly.
-    """
+async def send_to_socket(address: str, event: dict[str, Any]) -> None:
+    """Send an event to one socket, on whichever process holds it (through that process's inbox)."""
     inbox, separator, _ = address.partition(ADDRESS_SEPARATOR)
-    if separator:
-        await layer.send(inbox, {**event, ADDRESS_KEY: address})
-    else:
-        await layer.send(address, event)
+    if not separator:
+        raise ValueError(f"not a socket address: {address!r}")
+    await get_channel_layer().send(inbox, {**event, ADDRESS_KEY: address})
 
 
-async def sockets_end(layer, addresses: list[str], reason: str) -> None:
-    """Tell each socket that its session ended: it closes with 4000."""
+async def sockets_end(addresses: list[str], reason: str) -> int:
+    """Tell each socket that its session ended: it closes with 4000. Returns how many were told."""
     for address in addresses:
-        await send_to_socket(layer, address, protocol.session_end_event(reason))
+        await send_to_socket(address, protocol.session_end_event(reason))
+    return len(addresses)
 
 
-# This process's fan-out registry, for the running event loop.
-fanout = per_loop(Fanout)
+def sockets_end_sync(addresses: list[str], reason: str) -> int:
+    """sockets_end() for sync code (views, signals, admin)."""
+    if not addresses or get_channel_layer() is None:
+        return 0
+    return async_to_sync(sockets_end)(addresses, reason)

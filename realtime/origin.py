@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 
-logger = logging.getLogger("presence.sockets")
+logger = logging.getLogger("realtime.sockets")
 
 
 class LoggedOriginValidator(OriginValidator):

@@ -20,7 +20,8 @@ import presence_site.asgi  # noqa: F401
 from accounts.models import LoggedInUser
 from presence import protocol
 from presence.models import Connection
-from presence.testing import answers_ping, close_code, forgotten
+from presence_site.testing import HandshakeRefused, answers_ping, close_code, forgotten
+from realtime import protocol as transport
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
@@ -70,7 +71,7 @@ async def test_a_flood_is_rate_limited_then_closed_with_1008(endpoint, make_user
         await flooder.send_to(text_data='{"type":"ping"}')
     messages = await drain(flooder)
     close = messages.pop()
-    assert close["code"] == protocol.CLOSE_POLICY_VIOLATION
+    assert close["code"] == transport.CLOSE_POLICY_VIOLATION
     frames = [m["text"] for m in messages]
     limited = [f for f in frames if '"rate_limited"' in f]
     pongs = [f for f in frames if f == '{"type":"pong"}']
@@ -111,7 +112,7 @@ async def test_bad_frames_count_towards_the_flood_limit(endpoint, make_user, ope
     for _ in range(20):
         await socket.send_to(text_data="{not json")
     messages = await drain(socket)
-    assert messages[-1]["code"] == protocol.CLOSE_POLICY_VIOLATION
+    assert messages[-1]["code"] == transport.CLOSE_POLICY_VIOLATION
     codes = [m["text"] for m in messages[:-1]]
     assert sum('"bad_json"' in c for c in codes) >= 3
     assert sum('"rate_limited"' in c for c in codes) == 3
@@ -184,7 +185,7 @@ async def test_a_socket_outliving_its_session_is_closed_at_the_next_check(
         # A bulk update sends no signal: only the check can see it.
         users = type(alice).objects.filter(pk=alice.pk)
         await database_sync_to_async(users.update)(is_active=False)
-    assert await close_code(doomed) == protocol.CLOSE_SESSION_ENDED
+    assert await close_code(doomed) == transport.CLOSE_SESSION_ENDED
     assert await answers_ping(survivor)
     assert await forgotten(alice)
 
@@ -205,7 +206,7 @@ async def test_a_password_change_closes_the_other_sessions_sockets(endpoint, mak
         },
     )
     assert response.status_code == 302 and response["Location"] == "/accounts/password/done/"
-    assert await close_code(phone) == protocol.CLOSE_SESSION_ENDED
+    assert await close_code(phone) == transport.CLOSE_SESSION_ENDED
     assert await answers_ping(laptop)
 
     new_key = laptop_client.cookies["sessionid"].value
@@ -224,7 +225,7 @@ async def test_refusals_and_closes_are_logged_without_body_or_cookie(endpoint, m
     communicator, _, key = await open_socket(endpoint, alice, address=("203.0.113.9", 50123))
     await settled(communicator)
     secret = "hunter2-secret-body"
-    with caplog.at_level(logging.INFO, logger="presence.sockets"):
+    with caplog.at_level(logging.INFO, logger="realtime.sockets"):
         await communicator.send_to(text_data='{"type":"no.such.type","body":"' + secret + '"}')
         assert (await next_answer(communicator))["code"] == "unknown_type"
         await communicator.send_to(text_data="{" + secret)
@@ -233,7 +234,7 @@ async def test_refusals_and_closes_are_logged_without_body_or_cookie(endpoint, m
         assert await close_code(communicator) == 1003
     await communicator.disconnect()
 
-    lines = [record.getMessage() for record in caplog.records if record.name == "presence.sockets"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "realtime.sockets"]
     assert any("reason=unknown_type" in line and "alice" in line and "203.0.113.9" in line for line in lines)
     assert any("reason=bad_json" in line for line in lines)
     assert any("code=1003" in line and "reason=binary frame" in line and "203.0.113.9" in line for line in lines)
@@ -242,17 +243,20 @@ async def test_refusals_and_closes_are_logged_without_body_or_cookie(endpoint, m
 
 async def test_a_refused_handshake_is_logged_with_its_origin(endpoint, make_user, open_socket, caplog):
     alice = await database_sync_to_async(make_user)("alice")
-    with caplog.at_level(logging.INFO, logger="presence.sockets"):
-        _, _, key = await open_socket(endpoint, alice, origin="http://evil.example", expect_accept=False)
-        await open_socket(endpoint, session_key=key, origin=None, expect_accept=False)
-    lines = [record.getMessage() for record in caplog.records if record.name == "presence.sockets"]
+    with caplog.at_level(logging.INFO, logger="realtime.sockets"):
+        with pytest.raises(HandshakeRefused) as refused:
+            await open_socket(endpoint, alice, origin="http://evil.example")
+        key = refused.value.session_key
+        with pytest.raises(HandshakeRefused):
+            await open_socket(endpoint, session_key=key, origin=None)
+    lines = [record.getMessage() for record in caplog.records if record.name == "realtime.sockets"]
     assert any("refused handshake" in line and "'http://evil.example'" in line for line in lines)
     assert any("refused handshake" in line and "origin=None" in line for line in lines)
     assert key not in caplog.text
 
 
 async def test_the_anonymous_close_is_logged(endpoint, open_socket, caplog):
-    with caplog.at_level(logging.INFO, logger="presence.sockets"):
+    with caplog.at_level(logging.INFO, logger="realtime.sockets"):
         socket, *_ = await open_socket(endpoint)
         assert await close_code(socket) == 4401
     assert any("code=4401" in r.getMessage() and "user=anonymous" in r.getMessage() for r in caplog.records)
@@ -271,7 +275,7 @@ async def test_a_password_changed_by_an_admin_closes_all_that_users_sockets(endp
         {"password1": "another-horse-battery-7", "password2": "another-horse-battery-7", "usable_password": "true"},
     )
     assert response.status_code == 302 and response["Location"] == f"/admin/auth/user/{bob.pk}/change/"
-    assert await close_code(laptop) == protocol.CLOSE_SESSION_ENDED
+    assert await close_code(laptop) == transport.CLOSE_SESSION_ENDED
     assert await answers_ping(admin_socket)
     assert not await database_sync_to_async(LoggedInUser.objects.filter(user=bob).exists)()
     assert (await sync_to_async(laptop_client.get)("/")).status_code == 302
@@ -292,11 +296,52 @@ async def test_deactivating_a_user_logs_them_out_everywhere_and_closes_their_soc
         bob.save()
 
     await database_sync_to_async(deactivate)()
-    assert await close_code(laptop) == protocol.CLOSE_SESSION_ENDED
-    assert await close_code(phone) == protocol.CLOSE_SESSION_ENDED
+    assert await close_code(laptop) == transport.CLOSE_SESSION_ENDED
+    assert await close_code(phone) == transport.CLOSE_SESSION_ENDED
     assert await answers_ping(bystander)
     assert not await database_sync_to_async(Session.objects.filter(session_key=laptop_key).exists)()
     assert not await database_sync_to_async(LoggedInUser.objects.filter(user=bob).exists)()
     assert (await sync_to_async(laptop_client.get)("/")).status_code == 302
     again, *_ = await open_socket(endpoint, session_key=laptop_key)
     assert await close_code(again) == 4401
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"type": "ping", "x": ' + "[" * 20_000 + "]" * 20_000 + "}",
+        '{"a":' * 500 + "1" + "}" * 500,
+    ],
+)
+async def test_a_frame_nested_too_deeply_is_bad_json_and_the_socket_stays_open(
+    endpoint, make_user, open_socket, text, caplog
+):
+    socket, *_ = await open_socket(endpoint, await database_sync_to_async(make_user)("alice"))
+    await settled(socket)
+    with caplog.at_level(logging.INFO):
+        await socket.send_to(text_data=text)
+        error = await next_answer(socket)
+    assert error["type"] == "error" and error["code"] == "bad_json" and "deeper" in error["detail"]
+    await settled(socket)
+    assert not any(record.levelno >= logging.ERROR for record in caplog.records)
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting(endpoint, make_user, open_socket):
+    socket, *_ = await open_socket(endpoint, await database_sync_to_async(make_user)("alice"))
+    await settled(socket)
+    await socket.send_to(text_data='{"type": "ping", "note": "' + "[{" * 200 + '\\"' + '"}')
+    assert (await next_answer(socket))["type"] == "pong"
+
+
+@pytest.mark.parametrize("path", ["/ws/nosuch/", "/ws/chat/a%2fb/", "/ws/chat/a/b/", "/ws/", "/ws/presence/extra/"])
+@pytest.mark.parametrize("logged_in", [True, False])
+async def test_a_path_that_matches_no_endpoint_is_accepted_and_closed_4404(
+    make_user, open_socket, path, logged_in, caplog
+):
+    user = await database_sync_to_async(make_user)("alice") if logged_in else None
+    with caplog.at_level(logging.INFO):
+        socket, *_ = await open_socket(path, user)
+        assert await close_code(socket) == 4404
+    assert not any(record.levelno >= logging.ERROR for record in caplog.records)
+    assert any("no such endpoint" in record.getMessage() for record in caplog.records)

@@ -35,6 +35,14 @@ CHROMIUM_ARGS = [
 ]
 
 
+class HandshakeRefused(Exception):
+    """The server refused a WebSocket handshake (HTTP 403), as for a foreign origin."""
+
+    def __init__(self, path: str, session_key: str | None) -> None:
+        super().__init__(f"handshake to {path} refused")
+        self.session_key = session_key
+
+
 async def close_code(communicator: WebsocketCommunicator) -> int:
     """Skip the frames still queued for the socket; return the code it was closed with."""
     while (message := await communicator.receive_output(timeout=5))["type"] != "websocket.close":
@@ -73,11 +81,6 @@ def session_cookie(user) -> tuple[Client, str]:
     client = Client()
     client.force_login(user)
     return client, client.cookies["sessionid"].value
-
-
-async def close_all(*communicators: WebsocketCommunicator) -> None:
-    for communicator in communicators:
-        await communicator.disconnect()
 
 
 class LiveServer:
