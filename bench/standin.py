@@ -33,7 +33,7 @@ class RoomConsumer(TrackedSocket):
     endpoint = "chat"
     client_types = {**TrackedSocket.client_types, "chat.message": "on_message"}
 
-    def groups_for(self) -> tuple[str, ...]:
+    def topic_groups(self) -> tuple[str, ...]:
         return (f"bench-room-{self.scope['url_route']['kwargs']['room']}",)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
@@ -46,7 +46,7 @@ class RoomConsumer(TrackedSocket):
             "body": body,
             "client_id": frame.get("client_id"),
         }
-        await broadcast(self.joined[0], message, label="bench_message")
+        await broadcast(self.topic_groups()[0], message, label="bench_message")
 
 
 if os.environ.get("BENCH_TRACEMALLOC"):

@@ -52,7 +52,7 @@ class ChatConsumer(TrackedSocket):
         self.topic = slug
         return None
 
-    def groups_for(self) -> tuple[str, ...]:
+    def topic_groups(self) -> tuple[str, ...]:
         return (protocol.room_group(self.topic),)
 
     async def opened(self) -> None:

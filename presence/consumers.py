@@ -8,7 +8,7 @@ class PresenceConsumer(TrackedSocket):
 
     endpoint = "presence"
 
-    def groups_for(self) -> tuple[str, ...]:
+    def topic_groups(self) -> tuple[str, ...]:
         return (protocol.PRESENCE_GROUP,)
 
     async def opened(self) -> None:

@@ -24,6 +24,11 @@ TAB_STATES = (TAB_IDLE, TAB_ACTIVE)
 PRESENCE_GROUP = "presence"
 
 
+def user_group(user_id: int) -> str:
+    """The group of every socket of one user, on any endpoint and process (their own frames: other tabs, devices)."""
+    return f"presence.user.{int(user_id)}"
+
+
 def snapshot_frame(users: list[dict[str, Any]], recent: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """users: who is online now; recent: offline users, most recently seen first (a page resyncs from both)."""
     frame = {"type": PRESENCE_SNAPSHOT, "online_count": len(users), "users": users}

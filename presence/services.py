@@ -16,6 +16,8 @@ from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from presence.models import Connection, UserPresence
+from presence.protocol import user_group
+from realtime.broadcast import broadcast_sync
 from realtime.fanout import sockets_end_sync
 
 
@@ -243,3 +245,8 @@ def session_sockets_close(*, session_key: str) -> int:
 def user_sockets_close(*, user_id: int, except_session_key: str | None = None, reason: str = "session ended") -> int:
     """Close, with 4000, every socket of this user on every process, but those of one session if given."""
     return sockets_end_sync(user_channels(user_id=user_id, except_session_key=except_session_key), reason)
+
+
+def user_broadcast(*, user_id: int, frame: dict, label: str) -> bool:
+    """Send a frame to every open socket of one user, on any endpoint and process, from sync code."""
+    return broadcast_sync(user_group(user_id), frame, label=label)

@@ -34,6 +34,14 @@ class TrackedSocket(SocketConsumer):
         protocol.PRESENCE_STATE: "on_presence_state",
     }
 
+    def groups_for(self) -> tuple[str, ...]:
+        # Every socket of a user hears what is meant for that user alone (their other tabs and devices).
+        return (protocol.user_group(self.scope["user"].pk), *self.topic_groups())
+
+    def topic_groups(self) -> tuple[str, ...]:
+        """The groups of what this endpoint's socket is about (the presence feed, a room)."""
+        return ()
+
     async def registering(self, user) -> None:
         """Record the socket; announce the user if it made them online (or active again)."""
         session = self.scope.get("session")

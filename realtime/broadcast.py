@@ -51,7 +51,7 @@ async def broadcast(
     a temporary event loop would cancel it. retry=False is for hints (typing)
     whose loss costs nothing.
     """
-    event = protocol.forward_event(frame, skip=skip)
+    event = protocol.forward_event(frame, group=group, skip=skip)
     if await send_once(group, event, label=label):
         return True
     if retry:

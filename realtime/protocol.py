@@ -43,7 +43,7 @@ MAX_FRAME_DEPTH = 32
 
 # Channel-layer event types. Group names are built only from constants or
 # validated slugs: layer names are ASCII [a-zA-Z0-9-_.], < 100 chars.
-EVENT_FORWARD = "frame.forward"  # {"text": <serialized frame>, "skip": <socket address or None>}
+EVENT_FORWARD = "frame.forward"  # {"text": <serialized frame>, "skip": <socket address or None>, "group": <name>}
 EVENT_SESSION_END = "session.end"
 
 
@@ -130,6 +130,6 @@ def session_end_event(reason: str) -> dict[str, Any]:
     return {"type": EVENT_SESSION_END, "reason": reason}
 
 
-def forward_event(frame: dict[str, Any], *, skip: str | None = None) -> dict[str, Any]:
-    """A layer event carrying a frame serialized once for every receiver."""
-    return {"type": EVENT_FORWARD, "text": dumps(frame), "skip": skip}
+def forward_event(frame: dict[str, Any], *, group: str, skip: str | None = None) -> dict[str, Any]:
+    """A layer event carrying a frame serialized once for every receiver in group (each process's inbox hears it)."""
+    return {"type": EVENT_FORWARD, "text": dumps(frame), "skip": skip, "group": group}

@@ -178,7 +178,8 @@ def publish_diff(redis_url: str, joins: list[dict], leaves: list[dict]) -> None:
         layer = RedisChannelLayer(hosts=[redis_url], prefix="presence")
         try:
             await layer.group_send(
-                protocol.PRESENCE_GROUP, transport.forward_event(protocol.diff_frame(joins, leaves, 0))
+                protocol.PRESENCE_GROUP,
+                transport.forward_event(protocol.diff_frame(joins, leaves, 0), group=protocol.PRESENCE_GROUP),
             )
         finally:
             await layer.close_pools()

@@ -413,9 +413,33 @@ async def test_process_leaves_its_groups_with_its_last_socket(make_user, open_so
     second, *_ = await open_socket("/ws/presence/", bob)
     await snapshot_of(first)
     await snapshot_of(second)
-    assert len(fanout.groups[protocol.PRESENCE_GROUP].members) == 2
+    assert len(fanout.groups[protocol.PRESENCE_GROUP]) == 2
     await first.disconnect()
     assert protocol.PRESENCE_GROUP in fanout.groups
     await second.disconnect()
     assert fanout.groups == {}
     assert runtime().sockets == {} and fanout.inbox_task is None, "the inbox stops listening with the last socket"
+
+
+async def test_a_frame_for_one_user_reaches_every_socket_of_theirs_and_nobody_else(make_user, open_socket):
+    from presence.services import user_broadcast
+
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    laptop, *_ = await open_socket("/ws/presence/", alice)
+    phone, *_ = await open_socket("/ws/presence/", alice)
+    other, *_ = await open_socket("/ws/presence/", bob)
+    for socket in (laptop, phone, other):
+        await snapshot_of(socket)
+    frame = {"type": "just.for.alice", "n": 1}
+    assert await sync_to_async(user_broadcast)(user_id=alice.pk, frame=frame, label="test")
+    for socket in (laptop, phone):
+        received = await socket.receive_json_from(timeout=5)
+        while received["type"] == "presence.diff":
+            received = await socket.receive_json_from(timeout=5)
+        assert received == frame
+    # Bob's socket: everything up to the answer to a ping sent after the broadcast.
+    await other.send_json_to({"type": "ping"})
+    seen = []
+    while (received := await other.receive_json_from(timeout=5))["type"] != "pong":
+        seen.append(received["type"])
+    assert "just.for.alice" not in seen
