@@ -1,5 +1,9 @@
-/* Every page: a logout forgets the chat messages this browser kept unsent (chat.js keeps them in
- * localStorage under PresenceSite.DRAFTS_PREFIX), so that nothing written here stays on a shared machine. */
+/* Every logged-in page:
+ * - holds one socket, so that its user is online wherever they are: a page
+ *   whose own script opened none (the room list, the account page, search,
+ *   the admin) gets a presence socket, which also reports the tab idle/active;
+ * - a logout forgets the chat messages this browser kept unsent (chat.js keeps them in
+ *   localStorage under PresenceSite.DRAFTS_PREFIX), so that nothing written here stays on a shared machine. */
 (function () {
   "use strict";
 
@@ -16,6 +20,11 @@
       // Storage disabled: nothing was kept.
     }
   }, true);
+
+  // Deferred scripts have all run by DOMContentLoaded: a page script that holds its own socket has opened it.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.PresenceSocket && !PresenceSocket.page()) PresenceSocket.open("/ws/presence/", { reportIdle: true });
+  });
 
   window.PresenceSite = { DRAFTS_PREFIX: DRAFTS_PREFIX };
 })();

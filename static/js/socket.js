@@ -18,6 +18,13 @@
  * acks when its own message comes back); it is sent now if the socket is open
  * and sent again, in order, after every reconnect. Keyed frames carry their
  * client_id, so the server stores a retried one once.
+ *
+ * One socket per tab: every logged-in page holds one (a room page its chat
+ * socket, every other page a presence socket, opened by site.js when the
+ * page's own script opened none), so the user counts as online wherever they
+ * are. Whatever endpoint it is on, every frame it gets is also published:
+ * PresenceSocket.on("room.activity", fn) hears it on any page, and
+ * PresenceSocket.page() is the tab's socket (null before it opens one).
  */
 (function () {
   "use strict";
@@ -167,6 +174,21 @@
     };
   })();
 
+  /* Frames by type, for the parts of a page that are not the socket's owner (header, room list). */
+  var listeners = new Map(); // type -> [fn]
+  var pageSocket = null;
+
+  function on(type, fn) {
+    if (!listeners.has(type)) listeners.set(type, []);
+    listeners.get(type).push(fn);
+  }
+
+  function publish(frame, sock) {
+    (listeners.get(frame.type) || []).forEach(function (fn) {
+      try { fn(frame, sock); } catch (error) { window.setTimeout(function () { throw error; }); }
+    });
+  }
+
   function open(path, handlers) {
     handlers = handlers || {};
     var attempt = 0;
@@ -203,7 +225,9 @@
       socket.addEventListener("message", function (event) {
         var frame;
         try { frame = JSON.parse(event.data); } catch (e) { return; }
-        if (frame && typeof frame.type === "string" && handlers.onFrame) handlers.onFrame(frame, api);
+        if (!frame || typeof frame.type !== "string") return;
+        if (handlers.onFrame) handlers.onFrame(frame, api);
+        publish(frame, api);
       });
       socket.addEventListener("close", function (event) {
         if (ws !== socket) return;
@@ -284,12 +308,16 @@
     if (handlers.reportIdle) {
       idle.onChange(function (state) { api.send({ type: "presence.state", state: state }); });
     }
+    api.path = path;
+    if (pageSocket === null) pageSocket = api;
     connect();
     return api;
   }
 
   window.PresenceSocket = {
     open: open,
+    on: on,
+    page: function () { return pageSocket; },
     showState: showState,
     clientId: clientId,
     backoff: backoff,
