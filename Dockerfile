@@ -15,4 +15,7 @@ RUN useradd --system --uid 10001 presence
 USER presence
 
 EXPOSE 8000
-CMD ["sh", "-c", "daphne -b 0.0.0.0 -p 8000 --websocket_timeout ${WEBSOCKET_TIMEOUT:-86400} --ping-interval 20 --ping-timeout 30 --websocket-max-message-size 65536 --proxy-headers presence_site.asgi:application"]
+# SIGTERM drains: the sockets close with 1012 over SHUTDOWN_DRAIN seconds and the process exits 0
+# (compose's stop_grace_period leaves it the time). exec: Daphne is PID 1 and gets the signal itself.
+STOPSIGNAL SIGTERM
+CMD ["sh", "-c", "exec daphne -b 0.0.0.0 -p 8000 --websocket_timeout ${WEBSOCKET_TIMEOUT:-86400} --ping-interval 20 --ping-timeout 30 --websocket-max-message-size 65536 --proxy-headers presence_site.asgi:application"]

@@ -24,6 +24,7 @@ from presence.services import (
     Transition,
     connection_close,
     connection_heartbeat,
+    connection_server_close,
     connection_sessions_ended,
     presence_settle,
     presence_sweep,
@@ -32,7 +33,7 @@ from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
 from realtime.fanout import sockets_end
 from realtime.protocol import dumps, iso
-from realtime.runtime import SERVER_ID, Runtime, periodic, runtime
+from realtime.runtime import SERVER_ID, Runtime, on_stop, periodic, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +181,18 @@ async def session_check(runtime: Runtime) -> None:
     if ended:
         logger.info("closing %d sockets whose session ended or whose user is inactive", len(ended))
         await sockets_end(ended, "session ended or account deactivated")
+
+
+@on_stop
+async def forget_this_process(runtime: Runtime) -> None:
+    """Called when the process stops: no row of it may outlive it, or its users would stay online until the sweep."""
+
+    def forget() -> list:
+        leaves = []
+        for user_id in connection_server_close(server=SERVER_ID):
+            leave = presence_settle(user_id=user_id)
+            if leave is not None:
+                leaves.append(leave)
+        return leaves
+
+    runtime.local(PresenceHub).publish(await database_sync_to_async(forget)())

@@ -139,6 +139,14 @@ def presence_settle(*, user_id: int) -> Leave | None:
     return Leave(username=presence.user.get_username(), last_seen=presence.last_seen)
 
 
+def connection_server_close(*, server: str) -> list[int]:
+    """Forget every socket row one process still holds (it is stopping); return the users left with no live socket."""
+    user_ids = set(Connection.objects.filter(server=server).values_list("user_id", flat=True))
+    Connection.objects.filter(server=server).delete()
+    live = set(Connection.objects.live().filter(user_id__in=user_ids).values_list("user_id", flat=True))
+    return sorted(user_ids - live)
+
+
 def connection_heartbeat(*, server: str) -> int:
     """Refresh every socket that one process holds, in one statement."""
     return Connection.objects.filter(server=server).update(heartbeat_at=timezone.now())

@@ -390,6 +390,9 @@ STORAGES = {
 # sweeps stale ones every PRESENCE_HEARTBEAT_INTERVAL.
 PRESENCE_TTL = env_float("PRESENCE_TTL", 60.0)
 PRESENCE_HEARTBEAT_INTERVAL = env_float("PRESENCE_HEARTBEAT_INTERVAL", 15.0)
+# On SIGTERM a process closes its sockets with 1012 spread over this many
+# seconds, lets what it holds go out, and exits 0 (docs/protocol.md).
+SHUTDOWN_DRAIN = env_float("SHUTDOWN_DRAIN", 5.0)
 # How often each process asks the channel layer's Redis who it is: two checks
 # without an answer, or a new run id (a restart), close the process's sockets
 # with 4503 so that clients resync. Beats with the heartbeat unless set.

@@ -72,6 +72,11 @@ def wait_for_port(port: int, *, process: subprocess.Popen | None = None, timeout
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
 
 
+# Seconds a Daphne process gets after SIGTERM before SIGKILL: its drain (SHUTDOWN_DRAIN, 5 s by
+# default) and the work it still holds (realtime.runtime.Runtime.shutdown waits up to 10 s more).
+APP_STOP_TIMEOUT = 20.0
+
+
 def stop_process(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
     if process.poll() is None:
         if _stopped(process.pid):
@@ -331,6 +336,20 @@ class Stack:
         self.apps[index] = process
         wait_for_port(self.app_ports[index], process=process, timeout=30)
 
+    def stop_app(self, index: int) -> None:
+        """SIGTERM, as a deploy does: the process drains its sockets (1012) and exits 0."""
+        process = self.apps[index]
+        if process is not None:
+            stop_process(process, timeout=APP_STOP_TIMEOUT)
+            self.apps[index] = None
+
+    def restart_app(self, index: int) -> int:
+        """Stop one app process gracefully and start it again on the same port; return its exit code."""
+        process = self.apps[index]
+        self.stop_app(index)
+        self.start_app(index)
+        return process.returncode if process is not None else 0
+
     def kill_app(self, index: int) -> None:
         """kill -9: no close frames, no disconnect handlers."""
         process = self.apps[index]
@@ -351,7 +370,7 @@ class Stack:
         }
         site = render(NGINX_TEMPLATE, values)
         # More than two processes: list the others beside the first two.
-        extra = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;\n" for port in self.app_ports[2:])
+        extra = "".join(f"    server 127.0.0.1:{port} max_fails=0;\n" for port in self.app_ports[2:])
         site = site.replace("    keepalive 32;", extra + "    keepalive 32;", 1)
         (self.directory / "presence.conf").write_text(site)
         (self.directory / "nginx.conf").write_text(render(NGINX_MAIN_TEMPLATE, values))
@@ -374,7 +393,7 @@ class Stack:
             self.nginx = None
         for index, process in enumerate(self.apps):
             if process is not None:
-                stop_process(process)
+                stop_process(process, timeout=APP_STOP_TIMEOUT)
                 self.apps[index] = None
         self.redis.stop()
         self.postgres.stop()

@@ -219,6 +219,9 @@ class ResilientClient:
         self.opened_at: list[float] = []  # time.monotonic() of each open
         self.closed_at: list[float] = []  # and of each close or failed attempt
         self.refusals: list[str] = []  # handshakes that failed (HTTP status or network error)
+        # (close code, seconds from that close to the next open) for every reconnect.
+        self.reconnects: list[tuple[int, float]] = []
+        self.last_close: tuple[int, float] | None = None
         self.messages: dict[int, dict] = {}  # the chat view, by id
         self.complete_to: int | None = None  # every message up to this id is in the view
         self.pending: dict[str, str] = {}  # client_id -> body, sent and not yet acknowledged, in send order
@@ -276,6 +279,9 @@ class ResilientClient:
                     async with self.changed:
                         self.opens += 1
                         self.opened_at.append(time.monotonic())
+                        if self.last_close is not None:
+                            self.reconnects.append((self.last_close[0], time.monotonic() - self.last_close[1]))
+                            self.last_close = None
                         self.connected = True
                         self.changed.notify_all()
                     for client_id, body in list(self.pending.items()):
@@ -297,6 +303,7 @@ class ResilientClient:
             async with self.changed:
                 if code is not None and not self.stopping:
                     self.close_codes.append(code)
+                    self.last_close = (code, time.monotonic())
                 self.closed_at.append(time.monotonic())
                 self.connected = False
                 self.changed.notify_all()

@@ -120,6 +120,10 @@ class SocketConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Called when the handshake arrives; close codes need an accepted socket."""
         await self.accept()
+        if runtime().draining:
+            # This process is shutting down: the client reconnects at once, to another one.
+            await self.close_with(protocol.CLOSE_SERVICE_RESTART, "the server is restarting")
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close_with(protocol.CLOSE_NOT_LOGGED_IN, "not logged in")

@@ -24,9 +24,20 @@ kernel does not take, and everything while something is buffered, still goes
 through the transport, so frames keep their order and a slow reader's backlog
 is Twisted's as before.
 
+And on SIGTERM it drains before it stops: Twisted's own handler stops the
+reactor at once, and Daphne then cancels every application, so each socket
+dropped with 1006 and its user flickered offline for everyone. Here the
+process stops listening (the load balancer sends new handshakes to the other
+processes), closes its sockets with 1012 over SHUTDOWN_DRAIN seconds
+(realtime.runtime.Runtime.shutdown), and then stops the reactor, so Daphne
+exits 0. A second SIGTERM stops at once.
+
 Installed from the ASGI module, only in a process where Daphne serves it.
 """
 
+import asyncio
+import logging
+import signal
 import sys
 
 # Codes RFC 6455 lets an endpoint put in a close frame, besides 1000.
@@ -34,6 +45,8 @@ STANDARD_CLOSE_CODES = frozenset({1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011
 
 # Twisted's plain TCP server transport, set by install() (Twisted is loaded only where Daphne serves).
 TcpServer: type | None = None
+
+logger = logging.getLogger(__name__)
 
 
 def install() -> bool:
@@ -76,7 +89,55 @@ def install() -> bool:
     protocol_class.sendMessage = sendMessage
     protocol_class.sendData = sendData
     protocol_class.presence_close_codes = True
+    from twisted.internet import reactor
+
+    # After startup: Twisted installs its own SIGTERM handler while starting, and ours must replace it.
+    reactor.callWhenRunning(drain_on_sigterm)
     return True
+
+
+def drain_on_sigterm() -> None:
+    """Called once the reactor runs: SIGTERM drains the process's sockets, then stops the reactor."""
+    from twisted.internet import reactor
+
+    draining = False
+
+    def on_sigterm(signum, frame) -> None:
+        nonlocal draining
+        if draining:
+            reactor.callFromThread(reactor.stop)
+            return
+        draining = True
+        reactor.callFromThread(start_drain)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def start_drain() -> None:
+    """Drain on the reactor's event loop; stop the reactor when it is done."""
+    from django.conf import settings
+    from twisted.internet import reactor
+
+    from realtime.runtime import runtime
+
+    async def drain() -> None:
+        try:
+            await runtime().shutdown(drain=settings.SHUTDOWN_DRAIN, stop_listening=stop_listening)
+        except Exception:
+            logger.exception("the drain failed; stopping all the same")
+        finally:
+            reactor.stop()
+
+    asyncio.get_event_loop().create_task(drain())
+
+
+def stop_listening() -> None:
+    """Close every listening port of this process, so that new connections go to the other processes."""
+    from twisted.internet import reactor, tcp
+
+    for reader in list(reactor.getReaders()):
+        if isinstance(reader, tcp.Port):
+            reader.stopListening()
 
 
 def write_now(transport, data: bytes) -> bool:

@@ -27,6 +27,7 @@ FORBIDDEN = "forbidden"
 CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame
 CLOSE_POLICY_VIOLATION = 1008  # kept flooding after rate_limited
 CLOSE_TOO_LARGE = 1009  # a text frame over MAX_FRAME_CHARS
+CLOSE_SERVICE_RESTART = 1012  # the process is shutting down (a deploy): reconnect at once, elsewhere
 # The database or the channel layer is down, hung or restarted: reconnect with backoff and resync.
 # Not 1013: autobahn (under Daphne) refuses to send any code but 1000 and 3000-4999.
 CLOSE_TRY_AGAIN_LATER = 4503

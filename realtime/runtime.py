@@ -12,6 +12,7 @@ every task of the process is started, kept and stopped in one place.
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import uuid
@@ -19,6 +20,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from realtime import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +51,9 @@ class Job:
     wait_first: bool
 
 
-# Code, not state: the periodic jobs that apps declare at import.
+# Code, not state: the periodic jobs and the stop hooks that apps declare at import.
 _jobs: dict[str, Job] = {}
+_stop_hooks: dict[str, Callable[["Runtime"], Awaitable[None]]] = {}
 
 
 def periodic(*, interval: Callable[[], float], wait_first: bool = False):
@@ -64,6 +68,12 @@ def periodic(*, interval: Callable[[], float], wait_first: bool = False):
         return run
 
     return register
+
+
+def on_stop(hook: Callable[["Runtime"], Awaitable[None]]):
+    """Declare an async hook(runtime) that a stopping runtime runs once its sockets are closed (leave no rows)."""
+    _stop_hooks[f"{hook.__module__}.{hook.__qualname__}"] = hook
+    return hook
 
 
 class Runtime:
@@ -81,6 +91,8 @@ class Runtime:
         self.job_tasks: dict[str, asyncio.Task] = {}
         self.started = False
         self.stopping = False
+        # Set on SIGTERM (shutdown()): new sockets are turned away with 1012.
+        self.draining = False
         self.locals: dict[Callable, Any] = {}
         self.fanout = Fanout(self)
         self.layer = LayerHealth(self)
@@ -136,18 +148,66 @@ class Runtime:
             await asyncio.sleep(job.interval())
 
     async def stop(self, *, timeout: float = 5.0) -> None:
-        """Stop the periodic jobs and the fan-out's receives; wait for the rest of the work, at most timeout seconds."""
+        """Stop the periodic jobs and the fan-out's receives, run the stop hooks, and wait for the rest of the work.
+
+        Work started while waiting (a diff a closing socket published) is
+        waited for too; whatever is still running after timeout seconds is
+        cancelled.
+        """
         self.stopping = True
         for task in self.job_tasks.values():
             task.cancel()
         self.job_tasks.clear()
         self.fanout.stop()
-        pending = {task for task in self.tasks if task is not asyncio.current_task()}
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=timeout)
-            for task in late:
-                task.cancel()
+        deadline = self.loop.time() + timeout
+        # The hooks run once closed sockets are forgotten: a hook that ran first
+        # would find their rows and skip their users' leave grace.
+        await self._settle(deadline)
+        for name, hook in _stop_hooks.items():
+            try:
+                await asyncio.wait_for(hook(self), max(0.1, deadline - self.loop.time()))
+            except Exception:
+                logger.exception("stop hook %s failed", name)
+        await self._settle(deadline, cancel_late=True)
         self.started = False
+
+    async def _settle(self, deadline: float, *, cancel_late: bool = False) -> None:
+        """Wait until no task of the runtime runs (new ones included), or the deadline."""
+        while pending := {task for task in self.tasks if task is not asyncio.current_task()}:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                if cancel_late:
+                    for task in pending:
+                        task.cancel()
+                return
+            await asyncio.wait(pending, timeout=left)
+
+    async def shutdown(self, *, drain: float, stop_listening: Callable[[], None] | None = None) -> None:
+        """Leave without a flicker: take no new sockets, close the open ones with 1012 over `drain` seconds, stop.
+
+        Each client reconnects at once, to another process behind the load
+        balancer, within its user's leave grace, so nobody is announced as
+        gone; what this process still holds (leaves of users who did not come
+        back, diffs, broadcasts being retried) goes out before stop() returns.
+        """
+        self.draining = True
+        if stop_listening is not None:
+            stop_listening()
+        sockets = list(self.sockets.values())
+        logger.warning("shutting down: closing %d sockets over %.1f s", len(sockets), drain)
+        step = 0.05
+        per_step = max(1, math.ceil(len(sockets) * step / drain)) if drain > 0 else len(sockets) or 1
+        for start in range(0, len(sockets), per_step):
+            for socket_ in sockets[start : start + per_step]:
+                self.spawn(
+                    socket_.close_with(protocol.CLOSE_SERVICE_RESTART, "the server is restarting"),
+                    failure="a socket did not close",
+                )
+            if start + per_step < len(sockets):
+                await asyncio.sleep(step)
+        # Closed sockets are still being forgotten (a leave waits out its grace, a diff its window).
+        await self.stop(timeout=10.0)
+        logger.warning("shut down: every socket closed")
 
     def attach(self, socket: Socket) -> None:
         """Count a socket as open here: the fan-out delivers to it from now on."""

@@ -1,6 +1,7 @@
 """Presence across real Daphne processes sharing one Redis and one database."""
 
 import asyncio
+import signal
 
 import pytest
 from channels.db import database_sync_to_async
@@ -102,3 +103,68 @@ async def test_killed_process_leaves_no_ghost_beyond_the_ttl(live_server_factory
     assert [u["username"] for u in snapshot["users"]] == ["alice", "carol"]
     for socket in (watcher, carol_socket, snapshot_socket):
         await socket.close()
+
+
+async def closed_with(socket: LiveSocket, timeout: float = 10.0) -> int:
+    """Read until the server closes the socket; return its close code."""
+    from websockets.exceptions import ConnectionClosed
+
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                await socket.connection.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else 1006
+
+
+async def frames_for(socket: LiveSocket, seconds: float) -> list[dict]:
+    """Every frame the socket gets in the next `seconds`."""
+    frames: list[dict] = []
+    with pytest.raises(TimeoutError):
+        await socket.receive_until(lambda f: frames.append(f) and False, timeout=seconds)
+    return frames
+
+
+async def exit_code(server, timeout: float = 15.0) -> int:
+    return await asyncio.wait_for(asyncio.to_thread(server.process.wait), timeout)
+
+
+async def test_a_restarted_process_hands_its_users_over_without_a_flicker(live_server_factory, make_user):
+    survivor, restarting = live_server_factory(), live_server_factory(SHUTDOWN_DRAIN="1")
+    alice, bob, carol = await cookies(make_user, "alice", "bob", "carol")
+    watcher = await LiveSocket.open(survivor, "/ws/presence/", alice)
+    await watcher.receive()
+    bob_socket = await LiveSocket.open(restarting, "/ws/presence/", bob)
+    carol_socket = await LiveSocket.open(restarting, "/ws/presence/", carol)
+    await watcher.receive_until(joined("carol"))
+
+    restarting.process.send_signal(signal.SIGTERM)
+    assert await closed_with(bob_socket) == 1012
+    assert await closed_with(carol_socket) == 1012
+    # As a page does on 1012: back at once, here to the other process behind the load balancer.
+    bob_back = await LiveSocket.open(survivor, "/ws/presence/", bob)
+    carol_back = await LiveSocket.open(survivor, "/ws/presence/", carol)
+    assert await exit_code(restarting) == 0
+    frames = await frames_for(watcher, 1.5)
+    assert leaves_in(frames) == [], frames
+    assert not any("Traceback" in line for line in restarting.output().splitlines())
+    for socket in (watcher, bob_back, carol_back):
+        await socket.close()
+
+
+async def test_a_stopping_process_announces_the_leave_of_a_user_who_does_not_come_back(
+    live_server_factory, make_user
+):
+    survivor, stopping = live_server_factory(), live_server_factory(SHUTDOWN_DRAIN="1")
+    alice, bob = await cookies(make_user, "alice", "bob")
+    watcher = await LiveSocket.open(survivor, "/ws/presence/", alice)
+    await watcher.receive()
+    bob_socket = await LiveSocket.open(stopping, "/ws/presence/", bob)
+    await watcher.receive_until(joined("bob"))
+
+    stopping.process.send_signal(signal.SIGTERM)
+    assert await closed_with(bob_socket) == 1012
+    frames = await watcher.receive_until(left("bob"), timeout=10)
+    assert leaves_in(frames) == ["bob"]
+    assert await exit_code(stopping) == 0
+    await watcher.close()

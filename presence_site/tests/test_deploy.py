@@ -57,6 +57,10 @@ def test_compose_file_names_the_production_services():
     assert template in services["nginx"]["volumes"]
     env = services["app1"]["environment"]
     assert env["WEBSOCKET_TIMEOUT"] == env["CHANNEL_GROUP_EXPIRY"]
+    # A restart drains first: SIGTERM reaches Daphne itself (PID 1), with time for the drain.
+    assert services["app1"]["stop_grace_period"] == "20s"
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    assert "STOPSIGNAL SIGTERM" in dockerfile and '"exec daphne' in dockerfile
 
 
 def test_every_run_command_passes_the_production_daphne_flags():

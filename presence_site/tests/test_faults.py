@@ -10,6 +10,7 @@ the way the pages do. Each test prints how long its fault took to heal
 
 import asyncio
 import json
+import random
 import re
 import shutil
 import signal
@@ -32,7 +33,8 @@ TTL = 6.0  # with the 1 s heartbeat; a reconnect registered later than this woul
 STACK_ENV = {
     "PRESENCE_TTL": f"{TTL:g}",
     "PRESENCE_HEARTBEAT_INTERVAL": "1",
-    "PRESENCE_LEAVE_GRACE": "0.5",
+    # The default: a page reconnects within 1 s of a 1012 (a deploy) and must not be announced as gone.
+    "PRESENCE_LEAVE_GRACE": "1.5",
     # A busy room needs more than a person's allowance.
     "CHAT_RATE_BURST": "50",
     "CHAT_RATE_PER_MINUTE": "3000",
@@ -589,4 +591,78 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
         drained,
         f"1,000 opened in {opened:.1f} s ({refused} handshakes refused and retried), one diff reached all in "
         f"{reached:.1f} s, all rows and the gauge back to 0",
+    )
+
+
+async def test_rolling_restart_of_both_processes_is_invisible(stack):
+    """A deploy: SIGTERM one Daphne and start it again, then the other, while 200 clients sit in a room and send.
+
+    Nobody is announced as gone (nobody's online_since changes), no acknowledged
+    message is lost, every client is back within 2 s of its 1012, and both
+    processes exit 0.
+    """
+    keys = sessions(stack, "rr", 201)
+    names = list(keys)
+    watcher_name, members = names[0], names[1:]
+    make_room(stack, "deploy", keys[watcher_name])
+    watcher = client(stack, "/ws/presence/", watcher_name, keys[watcher_name])
+    clients = [client(stack, "/ws/chat/deploy/", name, keys[name]) for name in members]
+    sending = True
+
+    async def chatter(member: ResilientClient) -> None:
+        # About 20 messages a second across the room: each client every 10 s, spread out.
+        await asyncio.sleep(random.uniform(0, 10))
+        while sending:
+            await member.send_message(f"{member.name} {time.monotonic():.3f}")
+            await asyncio.sleep(10)
+
+    def online_since() -> dict[str, object]:
+        rows = query(
+            stack,
+            "SELECT u.username, p.online_since FROM presence_userpresence p JOIN auth_user u ON u.id = p.user_id"
+            " WHERE u.username = ANY(%s)",
+            names,
+        )
+        return dict(rows)
+
+    senders: list[asyncio.Task] = []
+    try:
+        await wait_all([watcher, *clients], lambda c: c.connected, 60)
+        await watcher.wait(lambda c: set(names) <= c.online, 30)
+        before = await asyncio.to_thread(online_since)
+        assert len(before) == len(names) and all(before.values())
+        leaves_before = len(watcher.leaves)
+        senders = [asyncio.create_task(chatter(member)) for member in clients]
+        await asyncio.sleep(3)
+        started = time.monotonic()
+        exit_codes = []
+        for index in range(len(stack.apps)):
+            exit_codes.append(await asyncio.to_thread(stack.restart_app, index))
+            # Until the clients that were on it are back, before the next one goes.
+            await wait_all([watcher, *clients], lambda c: c.connected, 10)
+        restarted = time.monotonic() - started
+        sending = False
+        await asyncio.gather(*senders)
+        await wait_all(clients, lambda c: not c.pending, 30)
+        after = await asyncio.to_thread(online_since)
+        leaves = [name for _, name in watcher.leaves[leaves_before:] if name in keys]
+    finally:
+        sending = False
+        for task in senders:
+            task.cancel()
+        await close_all([watcher, *clients])
+    assert exit_codes == [0] * len(stack.apps)
+    moved = [gap for c in [watcher, *clients] for code, gap in c.reconnects if code == 1012]
+    assert len(moved) >= len(names), "every client was on one of the two processes"
+    assert max(moved) < 2.0, sorted(moved)[-5:]
+    assert leaves == []
+    assert after == before, {name: (before[name], after.get(name)) for name in names if after.get(name) != before[name]}
+    stored = {client_id for _, client_id in await asyncio.to_thread(room_messages, stack, "deploy")}
+    acked = {client_id for c in clients for client_id in c.acked}
+    assert acked and acked <= stored, f"{len(acked - stored)} acknowledged messages lost"
+    heal(
+        "rolling restart of both Daphne processes",
+        restarted,
+        f"{len(moved)} reconnects after 1012, slowest {max(moved):.2f} s; {len(acked)} messages acknowledged, "
+        "none lost; no leave",
     )

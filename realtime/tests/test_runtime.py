@@ -174,3 +174,43 @@ async def test_local_state_is_made_once_per_runtime():
     assert current.local(Hub) is current.local(Hub)
     assert current.local(Hub).owner is current
     assert Runtime(asyncio.get_running_loop()).local(Hub) is not current.local(Hub)
+
+
+async def test_shutdown_closes_every_socket_with_1012_over_the_drain_then_runs_the_stop_hooks(
+    jobs, settings, monkeypatch
+):
+    settings.SOCKET_LAYER_CHECK_INTERVAL = 60
+    hooks = {}
+    monkeypatch.setattr(runtime_module, "_stop_hooks", hooks)
+    current = Runtime(asyncio.get_running_loop())
+    sockets = [FakeSocket(f"inbox#{n}") for n in range(20)]
+    closed_at: list[float] = []
+    forgotten: list[str] = []
+
+    async def close_with(socket: FakeSocket, code: int, reason: str) -> None:
+        socket.closed_with.append((code, reason))
+        closed_at.append(asyncio.get_running_loop().time())
+
+        async def forget() -> None:  # what a closed socket's clean-up does: it takes a while
+            await asyncio.sleep(0.05)
+            forgotten.append(socket.channel_name)
+
+        current.spawn(forget())
+
+    for socket in sockets:
+        socket.close_with = lambda code, reason, socket=socket: close_with(socket, code, reason)
+        current.attach(socket)
+
+    async def hook(runtime: Runtime) -> None:
+        hooks_saw.append(len(forgotten))
+
+    hooks_saw: list[int] = []
+    hooks["test"] = hook
+    listening = [True]
+    await current.shutdown(drain=0.5, stop_listening=lambda: listening.clear())
+
+    assert not listening and current.draining
+    assert all(socket.closed_with == [(1012, "the server is restarting")] for socket in sockets)
+    assert 0.3 < closed_at[-1] - closed_at[0] < 0.9, "spread over the drain, not all at once"
+    assert hooks_saw == [20], "the hooks run once every closed socket is forgotten"
+    assert current.tasks == set() and not current.started

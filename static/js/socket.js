@@ -10,7 +10,8 @@
  *
  * The socket connects to this page's host (wss: under https:) and reconnects
  * with exponential backoff and full jitter: a random delay below 0.5 s,
- * doubling to 30 s. The state is shown in #conn-state ("Reconnecting…", then
+ * doubling to 30 s; after a 1012 (the server is restarting) at once, with a
+ * jitter below 1 s. The state is shown in #conn-state ("Reconnecting…", then
  * "Back online"). Close codes 4401 (not logged in) and 4000 (session ended)
  * send the user to the log-in page instead of retrying.
  *
@@ -35,6 +36,7 @@
   var BACK_ONLINE_SHOWN = 3000;
   var LEAVE_GRACE = 3000;
   var TO_LOGIN = { 4401: true, 4000: true };
+  var RESTART_JITTER = 1000; // 1012: the server is restarting; reconnect at once (to another process), spread over 1 s
   var NO_RETRY = { 4403: true, 4404: true, 4429: true, 1003: true, 1008: true };
 
   function socketUrl(path) {
@@ -259,6 +261,11 @@
       }
       clearTimeout(backOnlineTimer);
       showState("Reconnecting…", "wait");
+      if (event.code === 1012) {
+        attempt = 0;
+        retryTimer = setTimeout(connect, Math.random() * RESTART_JITTER);
+        return;
+      }
       retryTimer = setTimeout(connect, backoff(attempt));
       attempt += 1;
     }
