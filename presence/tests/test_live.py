@@ -152,9 +152,7 @@ async def test_a_restarted_process_hands_its_users_over_without_a_flicker(live_s
         await socket.close()
 
 
-async def test_a_stopping_process_announces_the_leave_of_a_user_who_does_not_come_back(
-    live_server_factory, make_user
-):
+async def test_a_stopping_process_announces_the_leave_of_a_user_who_does_not_come_back(live_server_factory, make_user):
     survivor, stopping = live_server_factory(), live_server_factory(SHUTDOWN_DRAIN="1")
     alice, bob = await cookies(make_user, "alice", "bob")
     watcher = await LiveSocket.open(survivor, "/ws/presence/", alice)
