@@ -9,6 +9,10 @@ zero-width joiners, right-to-left letters and emoji are kept as typed).
 import unicodedata
 from typing import Any
 
+# The emoji package keeps Unicode's emoji data (sequences, modifiers, flags, ZWJ families) up to date: a single
+# emoji can be 1 to 10 code points, which no hand-written check gets right.
+import emoji as emoji_data
+
 # Control characters other than tab and line breaks (NUL among them:
 # PostgreSQL cannot store it, SQLite can, so refusing it keeps both databases
 # alike), and the explicit bidirectional embeddings, overrides and isolates,
@@ -50,11 +54,22 @@ def text_clean(value: Any, *, max_chars: int, min_chars: int = 1, field: str = "
     text = value.strip()
     if len(text) > max_chars:
         raise TextRefused(f"'{field}' is longer than {max_chars} characters.")
-    if len(text) < min_chars or (
-        min_chars > 0 and all(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
-    ):
-        raise TextRefused(f"'{field}' is empty.")
+    # Text of nothing but invisible characters is empty, also where empty is allowed (a status text): it would
+    # show as nothing while holding something.
+    if len(text) < min_chars or (text and all(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)):
+        raise TextRefused(f"'{field}' is empty." if min_chars else f"'{field}' holds nothing visible.")
     return text
+
+
+def emoji_clean(value: Any, *, field: str = "emoji", allow_empty: bool = False) -> str:
+    """One emoji (a ZWJ sequence, a flag, a skin tone included), or "" where allowed; else raise TextRefused."""
+    if not isinstance(value, str):
+        raise TextRefused(f"'{field}' must be a string.")
+    if value == "" and allow_empty:
+        return value
+    if len(value) > 16 or not emoji_data.is_emoji(value):
+        raise TextRefused(f"'{field}' must be one emoji.")
+    return value
 
 
 def text_refused_strip(value: str) -> str:

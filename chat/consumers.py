@@ -11,7 +11,14 @@ from redis.exceptions import RedisError
 
 from chat import metrics, protocol
 from chat.models import Room
-from chat.selectors import room_by_slug, room_deleted_recently, room_history, room_messages_after, room_presence
+from chat.selectors import (
+    room_by_slug,
+    room_deleted_recently,
+    room_history,
+    room_messages_after,
+    room_presence_statuses,
+    rooms_of_user_here,
+)
 from chat.services import message_post
 from presence.sockets import TrackedSocket
 from realtime import protocol as transport
@@ -150,8 +157,8 @@ class RoomPresence:
         self.lists = Coalescer(runtime, self._publish, window=lambda: settings.CHAT_PRESENCE_WINDOW)
 
     async def _publish(self, room: str, batch: dict) -> bool:
-        users = await database_sync_to_async(room_presence)(slug=room)
-        frame = protocol.presence_frame(room, users)
+        users, statuses = await database_sync_to_async(room_presence_statuses)(slug=room)
+        frame = protocol.presence_frame(room, users, statuses)
         # Not retried by broadcast(): the coalescer reads the list again when it retries.
         return await broadcast(protocol.room_group(room), frame, label="room_presence", retry=False)
 
@@ -159,3 +166,14 @@ class RoomPresence:
 def room_presence_changed(room: str) -> None:
     """Someone came into or left a room on this process: its list goes out within the window."""
     runtime().local(RoomPresence).lists.add(room, "users", True)
+
+
+def user_status_changed(sender, user_id: int, **kwargs) -> None:
+    """Called (on the event loop) when a user's status or invisibility changed: their rooms' lists go out again."""
+    current = runtime()
+
+    async def refresh() -> None:
+        for room in await database_sync_to_async(rooms_of_user_here)(user_id=user_id):
+            room_presence_changed(room)
+
+    current.spawn(refresh(), failure="room lists could not be refreshed after a status change")

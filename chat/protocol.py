@@ -78,8 +78,9 @@ def history_frame(
     return frame
 
 
-def presence_frame(room: str, usernames: list[str]) -> dict[str, Any]:
-    return {"type": ROOM_PRESENCE, "room": room, "users": usernames}
+def presence_frame(room: str, usernames: list[str], statuses: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everyone shown in the room now; statuses: {username: status} of those of them who set one."""
+    return {"type": ROOM_PRESENCE, "room": room, "users": usernames, "statuses": statuses or {}}
 
 
 def typing_frame(username: str) -> dict[str, Any]:

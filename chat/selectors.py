@@ -4,10 +4,13 @@ from typing import Any
 
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from chat import protocol
 from chat.models import DeletedMessage, Message, Room
-from presence.models import Connection
+from presence.models import Connection, UserPresence
+from presence.protocol import status_payload
+from presence.services import status_of
 
 MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id")
 
@@ -36,15 +39,46 @@ def room_list() -> list[dict[str, Any]]:
     return list(rows.order_by("slug"))
 
 
+def _present(slug: str) -> QuerySet[Connection]:
+    # An invisible user is in the room in truth, and in nobody's list.
+    return _live_chat_connections().filter(topic=slug).exclude(user__presence__invisible=True)
+
+
 def room_presence(*, slug: str) -> list[str]:
-    """The usernames with a live socket in a room, each once, sorted."""
-    return list(
-        _live_chat_connections()
-        .filter(topic=slug)
+    """The usernames shown in a room (a live socket there, not invisible), each once, sorted."""
+    return list(_present(slug).order_by("user__username").values_list("user__username", flat=True).distinct())
+
+
+def room_presence_statuses(*, slug: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """room_presence(), and the status of each of them who has one: one query."""
+    rows = (
+        _present(slug)
         .order_by("user__username")
-        .values_list("user__username", flat=True)
+        .values_list(
+            "user__username",
+            "user__presence__status_text",
+            "user__presence__status_emoji",
+            "user__presence__status_expires_at",
+            "user__presence__dnd",
+        )
         .distinct()
     )
+    names, statuses = [], {}
+    now = timezone.now()
+    for username, text, emoji, expires_at, dnd in rows:
+        names.append(username)
+        presence = UserPresence(
+            status_text=text or "", status_emoji=emoji or "", status_expires_at=expires_at, dnd=bool(dnd)
+        )
+        status = status_payload(status_of(presence, now=now))
+        if status is not None:
+            statuses[username] = status
+    return names, statuses
+
+
+def rooms_of_user_here(*, user_id: int) -> list[str]:
+    """The rooms in which a user has a live socket now."""
+    return list(_live_chat_connections().filter(user_id=user_id).values_list("topic", flat=True).distinct())
 
 
 def _frames(rows) -> list[dict[str, Any]]:

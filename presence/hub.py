@@ -21,12 +21,14 @@ from presence.services import (
     Join,
     Leave,
     StateChange,
+    StatusUpdate,
     Transition,
     connection_close,
     connection_heartbeat,
     connection_server_close,
     connection_sessions_ended,
     presence_settle,
+    presence_status_expire,
     presence_sweep,
 )
 from realtime.broadcast import broadcast
@@ -43,7 +45,7 @@ class Pending:
     """What a diff will say of one user: their latest join or leave, and their latest away/online state."""
 
     transition: Transition | None = None
-    state: str | None = None
+    state: StateChange | None = None
 
 
 def _merge(old: Pending, new: Pending) -> Pending:
@@ -73,7 +75,7 @@ class PresenceHub:
         """Queue changes for the next diff; a burst within the window becomes one frame."""
         for change in changes:
             if isinstance(change, StateChange):
-                self.diffs.add(protocol.PRESENCE_GROUP, change.username, Pending(state=change.state))
+                self.diffs.add(protocol.PRESENCE_GROUP, change.username, Pending(state=change))
             else:
                 self.diffs.add(protocol.PRESENCE_GROUP, change.username, Pending(transition=change))
 
@@ -89,7 +91,7 @@ class PresenceHub:
             if isinstance(p.transition, Leave)
         ]
         states = [
-            {"username": username, "state": p.state}
+            {"username": username, "state": p.state.state, "since": iso(p.state.at)}
             for username, p in batch.items()
             if p.state is not None and not isinstance(p.transition, Leave)
         ]
@@ -129,6 +131,32 @@ class PresenceHub:
         finally:
             self.snapshot_task = None
 
+    async def status_changed(self, update: StatusUpdate, *, user_id: int) -> None:
+        """Tell everyone what a status.set changed, in order: the user's other tabs, the watchers, the rooms."""
+        from presence.signals import status_changed
+
+        if update.transition is not None:
+            self.publish([update.transition])
+        # Every tab and device of the user, invisibility included, so that each shows the same.
+        own = protocol.status_frame(update.username, update.status, invisible=update.invisible)
+        await broadcast(protocol.user_group(user_id), own, label="presence_status")
+        shown = update.status_changed or isinstance(update.transition, Join)
+        if shown and not update.invisible:
+            frame = protocol.status_frame(update.username, update.status)
+            await broadcast(protocol.PRESENCE_GROUP, frame, label="presence_status")
+        if update.status_changed or update.transition is not None:
+            status_changed.send(sender=PresenceHub, user_id=user_id)
+
+    async def statuses_expired(self, cleared: list[tuple[int, str]]) -> None:
+        """Announce statuses the heartbeat cleared at their time (status: null)."""
+        from presence.signals import status_changed
+
+        for user_id, username in cleared:
+            frame = protocol.status_frame(username, None)
+            await broadcast(protocol.PRESENCE_GROUP, frame, label="presence_status")
+            await broadcast(protocol.user_group(user_id), frame, label="presence_status")
+            status_changed.send(sender=PresenceHub, user_id=user_id)
+
     def close_later(self, channel_name: str) -> None:
         """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
         self.unclosed.add(channel_name)
@@ -155,6 +183,7 @@ async def heartbeat(runtime: Runtime) -> None:
     try:
         await database_sync_to_async(connection_heartbeat)(server=SERVER_ID)
         await presence.close_unclosed()
+        await presence.statuses_expired(await database_sync_to_async(presence_status_expire)())
         presence.beats_since_failure += 1
         if presence.beats_since_failure >= 2:
             removed, leaves = await database_sync_to_async(presence_sweep)()

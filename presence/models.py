@@ -34,6 +34,15 @@ class UserPresence(models.Model):
     # The state last announced to watchers while online: away when every live
     # socket is idle. Kept so that each online/away change is announced once.
     away = models.BooleanField(default=False)
+    away_since = models.DateTimeField(null=True, blank=True)
+    # What the user says they are doing; cleared by the heartbeat at status_expires_at.
+    status_text = models.CharField(max_length=80, blank=True)
+    status_emoji = models.CharField(max_length=16, blank=True)
+    status_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Do-not-disturb: no notifications; others see it.
+    dnd = models.BooleanField(default=False)
+    # Shown offline to everyone else (one leave when turned on, one join when turned off).
+    invisible = models.BooleanField(default=False)
 
     class Meta:
         verbose_name_plural = "user presence"

@@ -5,7 +5,7 @@ UserPresence row, so it happens exactly once even when two sockets of one user
 open or close at the same moment on two processes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import import_module
 
@@ -42,6 +42,33 @@ class StateChange:
 
     username: str
     state: str  # "away" or "online"
+    # When it moved (shown as "away since 14:05"); not part of what the change is.
+    at: datetime | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a user says they are doing: a text and an emoji until a time, and do-not-disturb."""
+
+    text: str
+    emoji: str
+    expires_at: datetime | None
+    dnd: bool
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """What a status.set changed: the status everyone may see, invisibility, and a join or leave it caused."""
+
+    username: str
+    status: Status | None
+    invisible: bool
+    status_changed: bool
+    transition: "Join | Leave | None" = None
+
+
+# A status.set field that the frame did not carry: left as it is.
+UNSET = object()
 
 
 class SessionEnded(Exception):
@@ -103,7 +130,10 @@ def connection_open(
         return None
     presence.online_since = now
     presence.away = False  # the new socket is active
-    presence.save(update_fields=["online_since", "away"])
+    presence.away_since = None
+    presence.save(update_fields=["online_since", "away", "away_since"])
+    if presence.invisible:
+        return None  # online in truth; everyone else sees them offline
     return Join(username=user.get_username(), since=now)
 
 
@@ -116,8 +146,10 @@ def connection_close(*, channel_name: str) -> int | None:
     presence = _locked_presence(connection.user_id)
     connection.delete()
     now = timezone.now()
-    presence.last_seen = now
-    presence.save(update_fields=["last_seen"])
+    if not presence.invisible:
+        # An invisible user's last_seen stays when they went invisible: what others were shown.
+        presence.last_seen = now
+        presence.save(update_fields=["last_seen"])
     if Connection.objects.live(now).filter(user_id=presence.user_id).exists():
         return None
     return presence.user_id
@@ -134,9 +166,90 @@ def presence_settle(*, user_id: int) -> Leave | None:
         return None
     presence.online_since = None
     presence.away = False
+    presence.away_since = None
     presence.last_seen = presence.last_seen or now
-    presence.save(update_fields=["online_since", "away", "last_seen"])
+    presence.save(update_fields=["online_since", "away", "away_since", "last_seen"])
+    if presence.invisible:
+        return None  # everyone else saw them leave when they went invisible
     return Leave(username=presence.user.get_username(), last_seen=presence.last_seen)
+
+
+def status_of(presence: UserPresence, *, now: datetime | None = None) -> Status | None:
+    """The status others see on a user (None: nothing set, or it has expired)."""
+    expires_at = presence.status_expires_at
+    if expires_at is not None and expires_at <= (now or timezone.now()):
+        return None
+    if not presence.status_text and not presence.status_emoji and not presence.dnd:
+        return None
+    return Status(text=presence.status_text, emoji=presence.status_emoji, expires_at=expires_at, dnd=presence.dnd)
+
+
+@transaction.atomic
+def presence_status_set(
+    *,
+    user: AbstractBaseUser,
+    text: object = UNSET,
+    emoji: object = UNSET,
+    expires_at: object = UNSET,
+    dnd: object = UNSET,
+    invisible: object = UNSET,
+) -> StatusUpdate:
+    """Set what a user says they are doing, do-not-disturb and invisibility (UNSET: unchanged).
+
+    The values are validated already (presence.protocol.status_fields). Going
+    invisible while online is a leave for everyone else, coming back a join.
+    """
+    presence = _locked_presence(user.pk)
+    now = timezone.now()
+    before = (status_of(presence, now=now), presence.invisible)
+    if status_of(presence, now=now) is None:
+        # An expired status the heartbeat has not cleared yet starts from nothing.
+        presence.status_text, presence.status_emoji, presence.status_expires_at, presence.dnd = "", "", None, False
+    for field, value in (
+        ("status_text", text),
+        ("status_emoji", emoji),
+        ("status_expires_at", expires_at),
+        ("dnd", dnd),
+        ("invisible", invisible),
+    ):
+        if value is not UNSET:
+            setattr(presence, field, value)
+    if not presence.status_text and not presence.status_emoji and not presence.dnd:
+        presence.status_expires_at = None  # nothing left to expire
+    transition = None
+    if presence.invisible != before[1] and presence.online_since is not None:
+        if presence.invisible:
+            presence.last_seen = now
+            transition = Leave(username=user.get_username(), last_seen=now)
+        else:
+            transition = Join(username=user.get_username(), since=now)
+    presence.save()
+    after = (status_of(presence, now=now), presence.invisible)
+    return StatusUpdate(
+        username=user.get_username(),
+        status=after[0],
+        invisible=presence.invisible,
+        status_changed=after[0] != before[0],
+        transition=transition,
+    )
+
+
+def presence_status_expire() -> list[tuple[int, str]]:
+    """Clear every status whose time has come; return (user id, name) of the users this call cleared (each once)."""
+    now = timezone.now()
+    due = list(
+        UserPresence.objects.filter(status_expires_at__lte=now).values_list(
+            "user_id", "status_expires_at", "user__username"
+        )
+    )
+    cleared = []
+    for user_id, expires_at, username in due:
+        # Conditional on the expiry read: of several processes doing this at once, one clears it and announces it.
+        if UserPresence.objects.filter(user_id=user_id, status_expires_at=expires_at).update(
+            status_text="", status_emoji="", status_expires_at=None, dnd=False
+        ):
+            cleared.append((user_id, username))
+    return cleared
 
 
 def connection_server_close(*, server: str) -> list[int]:
@@ -160,9 +273,13 @@ def _settle_state(presence: UserPresence) -> StateChange | None:
     away = live.exists() and not live.filter(idle=False).exists()
     if away == presence.away:
         return None
+    now = timezone.now()
     presence.away = away
-    presence.save(update_fields=["away"])
-    return StateChange(username=presence.user.get_username(), state="away" if away else "online")
+    presence.away_since = now if away else None
+    presence.save(update_fields=["away", "away_since"])
+    if presence.invisible:
+        return None
+    return StateChange(username=presence.user.get_username(), state="away" if away else "online", at=now)
 
 
 @transaction.atomic

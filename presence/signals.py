@@ -1,6 +1,12 @@
-"""Receivers that keep sockets in step with sessions: adapters that call a presence service."""
+"""Receivers that keep sockets in step with sessions: adapters that call a presence service; and presence's signal."""
+
+from django.dispatch import Signal
 
 from presence.services import connection_session_rekey, session_sockets_close, user_sockets_close
+
+# Sent (from the event loop) when what others see of a user changed: their status, or their invisibility.
+# user_id. Receivers must not touch the database in the call: schedule the work (chat refreshes room lists).
+status_changed = Signal()
 
 
 def close_session_sockets(sender, request=None, **kwargs) -> None:

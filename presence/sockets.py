@@ -6,6 +6,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from presence import protocol
 from presence.hub import hub
@@ -17,6 +18,7 @@ from presence.services import (
     connection_state_set,
     presence_settle,
     presence_state_settle,
+    presence_status_set,
 )
 from realtime import protocol as transport
 from realtime.consumers import Refused, SocketConsumer
@@ -32,6 +34,8 @@ class TrackedSocket(SocketConsumer):
         **SocketConsumer.client_types,
         # Every tab reports idle and active: a user is away only when every tab is idle.
         protocol.PRESENCE_STATE: "on_presence_state",
+        # The status menu in every page's header sends it on the tab's socket, whichever endpoint.
+        protocol.STATUS_SET: "on_status_set",
     }
 
     def groups_for(self) -> tuple[str, ...]:
@@ -104,3 +108,9 @@ class TrackedSocket(SocketConsumer):
         )
         if change is not None:
             hub().publish([change])
+
+    async def on_status_set(self, frame: dict[str, Any]) -> None:
+        """Called with {"type": "status.set", "text"?, "emoji"?, "expires_at"?, "dnd"?, "invisible"?}."""
+        fields = protocol.status_fields(frame, allow_invisible=settings.PRESENCE_ALLOW_INVISIBLE, now=timezone.now())
+        update = await database_sync_to_async(presence_status_set)(user=self.scope["user"], **fields)
+        await hub().status_changed(update, user_id=self.scope["user"].pk)

@@ -403,6 +403,8 @@ PRESENCE_LEAVE_GRACE = env_float("PRESENCE_LEAVE_GRACE", 1.5)
 # Presence diffs are coalesced over this window so that a login storm costs a
 # watcher a few frames, not one per login.
 PRESENCE_COALESCE_WINDOW = env_float("PRESENCE_COALESCE_WINDOW", 0.25)
+# Whether users may turn invisible (shown offline to everyone else); with 0 a status.set asking for it is forbidden.
+PRESENCE_ALLOW_INVISIBLE = env_bool("PRESENCE_ALLOW_INVISIBLE", True)
 # How many recently seen offline users the presence page lists.
 PRESENCE_RECENT_LIMIT = env_int("PRESENCE_RECENT_LIMIT", 20)
 # A tab untouched (or hidden) this long reports itself idle; a user whose tabs

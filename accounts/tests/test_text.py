@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from accounts.text import TextRefused, text_clean, text_refused_strip
+from accounts.text import TextRefused, emoji_clean, text_clean, text_refused_strip
 
 VALID = [
     "hello",
@@ -80,8 +80,25 @@ def test_length_is_counted_after_trimming():
     assert text_clean("  abc  ", max_chars=3) == "abc"
 
 
-def test_min_chars_zero_lets_empty_text_through():
+def test_min_chars_zero_lets_empty_text_through_but_not_invisible_text():
     assert text_clean("  ", max_chars=10, min_chars=0) == ""
+    with pytest.raises(TextRefused, match="holds nothing visible"):
+        text_clean("\u200b\u200d", max_chars=10, min_chars=0)
+
+
+@pytest.mark.parametrize("value", ["🎉", "👩\u200d👩\u200d👧\u200d👦", "🇫🇷", "👍🏽", "❤️"])
+def test_one_emoji_is_kept_byte_for_byte(value):
+    assert emoji_clean(value) == value
+
+
+@pytest.mark.parametrize("value", ["🎉🎉", "a", ":)", "🎉 ", "", None, 5, "x" * 40])
+def test_anything_but_one_emoji_is_refused(value):
+    with pytest.raises(TextRefused, match="one emoji|must be a string"):
+        emoji_clean(value)
+
+
+def test_an_empty_emoji_is_allowed_where_asked():
+    assert emoji_clean("", allow_empty=True) == ""
 
 
 def test_min_chars_is_a_lower_bound_in_code_points():

@@ -16,12 +16,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:
-    """The next frame of one type, skipping room.presence updates in between."""
+    """The next frame of one type, skipping room.presence updates (and the user's own status echoes) in between."""
     while True:
         frame = await communicator.receive_json_from(timeout=timeout)
         if frame["type"] == frame_type:
             return frame
-        assert frame["type"] == "room.presence", frame
+        assert frame["type"] in {"room.presence", "presence.status"}, frame
 
 
 async def nothing_but_presence(communicator) -> bool:
@@ -94,7 +94,7 @@ async def test_connect_sends_last_50_then_room_presence(open_socket, people):
     assert ids == sorted(ids)
     first = history["messages"][0]
     assert first["username"] == "bob" and first["room"] == "lobby" and first["sent_at"].endswith("Z")
-    assert presence == {"type": "room.presence", "room": "lobby", "users": ["alice"]}
+    assert presence == {"type": "room.presence", "room": "lobby", "users": ["alice"], "statuses": {}}
 
 
 async def test_room_presence_follows_joins_and_leaves_each_user_once(open_socket, people):
@@ -108,7 +108,7 @@ async def test_room_presence_follows_joins_and_leaves_each_user_once(open_socket
     await bob_socket.disconnect()
     await second_tab.disconnect()
     frames = [await alice_socket.receive_json_from(timeout=5) for _ in range(3)]
-    assert frames[-1] == {"type": "room.presence", "room": "lobby", "users": ["alice"]}
+    assert frames[-1] == {"type": "room.presence", "room": "lobby", "users": ["alice"], "statuses": {}}
 
 
 async def test_message_is_stored_then_reaches_everyone_in_the_room_only(open_socket, people):
@@ -497,3 +497,22 @@ async def test_coalesced_room_presence_ends_with_everyone_who_joined(open_socket
     users = []
     while users != ["alice", "bob", "mod"]:
         users = (await next_of(alice_socket, "room.presence"))["users"]
+
+
+async def test_room_lists_show_statuses_and_leave_out_the_invisible_who_can_still_chat(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    while (await next_of(alice_socket, "room.presence"))["users"] != ["alice", "bob"]:
+        pass
+    await bob_socket.send_json_to({"type": "status.set", "text": "Lunch", "emoji": "🥪"})
+    frame = await next_of(alice_socket, "room.presence")
+    assert frame["users"] == ["alice", "bob"]
+    assert frame["statuses"]["bob"]["text"] == "Lunch" and "alice" not in frame["statuses"]
+
+    await bob_socket.send_json_to({"type": "status.set", "invisible": True})
+    while (frame := await next_of(alice_socket, "room.presence"))["users"] != ["alice"]:
+        pass
+    assert "bob" not in frame["statuses"]
+    sent = await say(bob_socket, "still here, quietly")
+    assert (await next_of(alice_socket, "chat.message"))["username"] == "bob" == sent["username"]

@@ -23,6 +23,10 @@ async def snapshot_of(communicator) -> dict:
     return frame
 
 
+def states(diff: dict) -> list[tuple[str, str]]:
+    return [(entry["username"], entry["state"]) for entry in diff["states"]]
+
+
 async def next_diff(communicator, timeout: float = 5) -> dict:
     frame = await communicator.receive_json_from(timeout=timeout)
     assert frame["type"] == "presence.diff", frame
@@ -333,7 +337,8 @@ async def test_user_is_away_only_when_every_socket_is_idle(make_user, open_socke
     assert await watcher.receive_nothing(timeout=0.3)  # the phone is still active
     await set_state(phone, "idle")
     diff = await next_diff(watcher)
-    assert diff["states"] == [{"username": "bob", "state": "away"}]
+    assert states(diff) == [("bob", "away")]
+    assert diff["states"][0]["since"].endswith("Z")  # shown as "away since 14:05"
     assert diff["joins"] == [] and diff["leaves"] == [] and diff["online_count"] == 2
 
     late, *_ = await open_socket("/ws/presence/", alice)
@@ -341,7 +346,7 @@ async def test_user_is_away_only_when_every_socket_is_idle(make_user, open_socke
     assert bob_entry[0]["idle"] is True
 
     await set_state(laptop, "active")
-    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "online"}]
+    assert states(await next_diff(watcher)) == [("bob", "online")]
     await set_state(laptop, "active")  # no change, no news
     assert await watcher.receive_nothing(timeout=0.3)
 
@@ -356,12 +361,12 @@ async def test_closing_the_only_active_socket_makes_the_user_away(make_user, ope
     await next_diff(watcher)
     await set_state(hidden, "idle")
     await visible.disconnect()
-    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "away"}]
+    assert states(await next_diff(watcher)) == [("bob", "away")]
 
     # A new active tab brings the user back without a second join.
     again, *_ = await open_socket("/ws/presence/", session_key=key, client=client)
     diff = await next_diff(watcher)
-    assert diff["states"] == [{"username": "bob", "state": "online"}] and diff["joins"] == []
+    assert states(diff) == [("bob", "online")] and diff["joins"] == []
 
 
 async def test_leaving_while_away_announces_the_leave_only(make_user, open_socket):
@@ -372,7 +377,7 @@ async def test_leaving_while_away_announces_the_leave_only(make_user, open_socke
     socket, *_ = await open_socket("/ws/presence/", bob)
     await next_diff(watcher)
     await set_state(socket, "idle")
-    assert (await next_diff(watcher))["states"] == [{"username": "bob", "state": "away"}]
+    assert states(await next_diff(watcher)) == [("bob", "away")]
     await socket.disconnect()
     diff = await next_diff(watcher)
     assert [leave["username"] for leave in diff["leaves"]] == ["bob"] and diff["states"] == []

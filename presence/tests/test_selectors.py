@@ -30,7 +30,14 @@ def test_online_list_is_one_query_whatever_the_number_of_users(django_assert_num
     with django_assert_num_queries(1):
         users = presence_online_users()
     assert len(users) == 300
-    assert users[0] == {"username": "user00000", "online": True, "since": users[0]["since"], "idle": False}
+    assert users[0] == {
+        "username": "user00000",
+        "online": True,
+        "since": users[0]["since"],
+        "idle": False,
+        "away_since": None,
+        "status": None,
+    }
     with django_assert_num_queries(1):
         assert presence_online_count() == 300
 
