@@ -205,7 +205,7 @@ def presence_status_set(
     if status_of(presence, now=now) is None:
         # An expired status the heartbeat has not cleared yet starts from nothing.
         presence.status_text, presence.status_emoji, presence.status_expires_at, presence.dnd = "", "", None, False
-    for field, value in (
+    for name, value in (
         ("status_text", text),
         ("status_emoji", emoji),
         ("status_expires_at", expires_at),
@@ -213,7 +213,7 @@ def presence_status_set(
         ("invisible", invisible),
     ):
         if value is not UNSET:
-            setattr(presence, field, value)
+            setattr(presence, name, value)
     if not presence.status_text and not presence.status_emoji and not presence.dnd:
         presence.status_expires_at = None  # nothing left to expire
     transition = None
