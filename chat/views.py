@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from chat import protocol
 from chat.forms import RoomForm
 from chat.models import Message, Room
-from chat.selectors import room_by_slug, room_history, room_list, room_presence
+from chat.selectors import room_by_slug, room_history, room_list, room_presence_statuses
 from chat.services import message_delete, room_create, room_open
 from realtime.protocol import INVALID
 
@@ -46,11 +46,13 @@ def room_page(request: HttpRequest, slug: str) -> HttpResponse:
     """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/."""
     room = room_open(slug=_valid_slug(slug), user=request.user)
     messages, has_more = room_history(room=room)
+    users, statuses = room_presence_statuses(slug=room.slug)
     initial = {
         "room": room.slug,
         "messages": messages,
         "has_more": has_more,
-        "users": room_presence(slug=room.slug),
+        "users": users,
+        "statuses": statuses,
         "me": request.user.get_username(),
         "moderator": request.user.is_staff,
     }

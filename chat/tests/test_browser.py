@@ -22,7 +22,7 @@ from presence.tests.test_browser import (  # noqa: F401  (fixtures shared with t
     set_hidden,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.live]
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 # Records the URL of every socket a page opens, in window.__sockets.
 RECORD_SOCKET_URLS = """

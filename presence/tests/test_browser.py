@@ -19,7 +19,8 @@ from presence import protocol
 from presence_site.testing import CHROMIUM_ARGS, LiveServer, session_cookie
 from realtime import protocol as transport
 
-pytestmark = [pytest.mark.browser, pytest.mark.live]
+# Transactional: the live servers read what the test writes (a parametrized test would otherwise get `db`).
+pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 PASSWORD = "correct-horse-battery-9"
@@ -382,3 +383,119 @@ def test_socket_module_backoff_outbox_and_unread_marker(server, new_context, mak
     expect(page).to_have_title(f"(3) {title}")
     set_hidden(page, False)
     expect(page).to_have_title(title)
+
+
+# ---------- every page keeps you online; status, expiry, invisibility ----------
+
+
+def open_menu(page):
+    page.locator("#status-menu > summary").click()
+    expect(page.locator("#status-form")).to_be_visible()
+
+
+@pytest.mark.parametrize("where", ["/chat/", "/accounts/password/"])
+def test_a_user_reading_another_page_stays_online_for_others(live_server_factory, new_context, make_user, where):
+    # The default leave grace: going from page to page closes one socket and opens the next within it.
+    server = live_server_factory(PRESENCE_LEAVE_GRACE="1.5")
+    alice, bob = make_user("alice"), make_user("bob")
+    watcher = presence_page(new_context(server, alice))
+    bob_page = new_context(server, bob).new_page()
+    bob_page.goto(where)
+    expect(bob_page.locator("html[data-connection=ok]")).to_have_count(1)
+    expect(online(watcher, "bob")).to_be_visible()
+    # Moving between such pages is a reload of the socket, within the leave grace: no "went offline".
+    bob_page.goto("/chat/" if where != "/chat/" else "/accounts/password/")
+    expect(bob_page.locator("html[data-connection=ok]")).to_have_count(1)
+    expect(online(watcher, "bob")).to_be_visible()
+    expect(watcher.locator("#feed")).not_to_contain_text("bob went offline")
+    bob_page.close()
+    expect(recent(watcher, "bob")).to_be_visible()
+
+
+def test_staff_in_the_admin_stay_online(server, new_context, make_user):
+    alice = make_user("alice")
+    root = make_user("root", is_staff=True, is_superuser=True)
+    watcher = presence_page(new_context(server, alice))
+    admin = new_context(server, root).new_page()
+    admin.goto("/admin/")
+    expect(online(watcher, "root")).to_be_visible()
+
+
+def test_a_status_with_an_expiry_shows_for_others_and_goes_away_at_its_time(server, new_context, make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    watcher = presence_page(new_context(server, alice))
+    bob_page = new_context(server, bob).new_page()
+    bob_page.goto("/chat/")
+    expect(online(watcher, "bob")).to_be_visible()
+
+    open_menu(bob_page)
+    bob_page.locator(".status-picks button", has_text="In a meeting").click()
+    bob_page.locator("#status-expiry").select_option("at")
+    # Two seconds from now in the page's own clock (a datetime-local input has whole minutes at best; set it exactly).
+    bob_page.evaluate(
+        """() => {
+             const input = document.getElementById("status-until");
+             const at = new Date(Date.now() + 2500);
+             const pad = n => String(n).padStart(2, "0");
+             input.type = "text";  // datetime-local drops the seconds this test needs
+             input.value = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}T${pad(at.getHours())}:` +
+                           `${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
+           }"""
+    )
+    bob_page.locator("#status-dnd").check()
+    bob_page.get_by_role("button", name="Save").click()
+    expect(bob_page.locator("#status-form")).to_be_hidden()
+    expect(bob_page.locator("#my-status")).to_contain_text("In a meeting")
+    expect(bob_page.locator("body[data-dnd='1']")).to_have_count(1)
+
+    entry = online(watcher, "bob")
+    expect(entry.locator(".user-status")).to_contain_text("📅")
+    expect(entry.locator(".user-status")).to_contain_text("In a meeting")
+    expect(entry.locator(".badge-dnd")).to_be_visible()
+    # Cleared by the server at its time (within a heartbeat: 1 s here), for everyone and for bob.
+    expect(entry.locator(".user-status")).to_have_count(0, timeout=6_000)
+    expect(bob_page.locator("#my-status")).not_to_contain_text("In a meeting")
+    expect(bob_page.locator("body[data-dnd='1']")).to_have_count(0)
+
+
+def test_a_refused_status_says_why_and_changes_nothing(server, new_context, make_user):
+    bob = make_user("bob")
+    page = presence_page(new_context(server, bob))
+    open_menu(page)
+    page.locator("#status-emoji").fill("not an emoji")
+    page.locator("#status-text").fill("Hello")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#status-error")).to_contain_text("one emoji")
+    expect(page.locator("#my-status")).not_to_contain_text("Hello")
+
+
+def test_invisible_bob_is_offline_for_alice_and_online_to_himself_and_can_still_chat(server, new_context, make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    watcher = presence_page(new_context(server, alice))
+    bob_page = new_context(server, bob).new_page()
+    bob_page.goto("/")
+    expect(bob_page.locator("html[data-presence=live]")).to_have_count(1)
+    expect(online(watcher, "bob")).to_be_visible()
+
+    open_menu(bob_page)
+    bob_page.locator("#status-invisible").check()
+    bob_page.get_by_role("button", name="Save").click()
+    expect(bob_page.locator("#my-status .badge-invisible")).to_be_visible()
+    expect(online(watcher, "bob")).to_have_count(0)
+    expect(recent(watcher, "bob")).to_be_visible()
+    expect(watcher.locator("#feed")).to_contain_text("bob went offline")
+    mine = online(bob_page, "bob")
+    expect(mine).to_be_visible()
+    expect(mine).to_contain_text("invisible to others")
+
+    # A reload (a new socket) keeps him invisible, and tells alice nothing.
+    bob_page.reload()
+    expect(bob_page.locator("html[data-presence=live]")).to_have_count(1)
+    expect(online(bob_page, "bob")).to_contain_text("invisible to others")
+    expect(online(watcher, "bob")).to_have_count(0)
+
+    open_menu(bob_page)
+    bob_page.locator("#status-invisible").uncheck()
+    bob_page.get_by_role("button", name="Save").click()
+    expect(online(watcher, "bob")).to_be_visible()
+    expect(watcher.locator("#feed")).to_contain_text("bob came online")

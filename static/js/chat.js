@@ -248,15 +248,26 @@
 
   /* ---------- others ---------- */
 
-  function showUsers(users) {
+  function showUsers(users, statuses) {
+    statuses = statuses || {};
     hereList.replaceChildren.apply(hereList, users.map(function (name) {
       var li = el("li", "user user-online");
       li.dataset.username = name;
       var avatar = PresenceSocket.avatar(name, "avatar-sm");
       avatar.appendChild(el("span", "status-dot status-online"));
+      var text = el("span", "user-text");
       var label = el("span", "name", name);
       if (name === me) label.appendChild(el("span", "you", " (you)"));
-      li.append(avatar, label);
+      text.appendChild(label);
+      var status = statuses[name];
+      if (status) {
+        var line = el("span", "user-status");
+        if (status.emoji) line.appendChild(el("span", "user-status-emoji", status.emoji));
+        if (status.text) line.appendChild(el("span", "user-status-text", status.text));
+        if (status.dnd) line.appendChild(el("span", "badge badge-dnd", "Do not disturb"));
+        text.appendChild(line);
+      }
+      li.append(avatar, text);
       return li;
     }));
     hereCount.textContent = String(users.length);
@@ -326,7 +337,7 @@
         if (frame.username !== me) someoneTyping(frame.username);
         break;
       case "room.presence":
-        showUsers(frame.users);
+        showUsers(frame.users, frame.statuses);
         break;
       case "error":
         if (frame.client_id && drafts.has(frame.client_id)) {
@@ -403,6 +414,6 @@
   });
   add(initial.messages, false);
   showOlder(initial.has_more);
-  showUsers(initial.users);
+  showUsers(initial.users, initial.statuses);
   scrollToEnd();
 })();

@@ -6,8 +6,10 @@
 
   var initial = JSON.parse(document.getElementById("presence-initial").textContent);
   var me = (document.querySelector(".whoami") || { dataset: {} }).dataset.username;
-  var online = new Map(); // username -> {since, away}
+  var online = new Map(); // username -> {since, away, awaySince}
   var recent = new Map(); // username -> last_seen
+  var statuses = new Map(); // username -> {text, emoji, expires_at, dnd}: what they say they are doing
+  var meInvisible = !!(window.PresenceStatus && PresenceStatus.state().invisible);
   // username -> server time (ms) of the newest join or leave applied. Two
   // processes coalesce their diffs separately, so a user's leave on one can
   // arrive after their join on another: the older transition is dropped.
@@ -42,6 +44,34 @@
     return node;
   }
 
+  /* "📅 In a meeting · Do not disturb", or nothing. */
+  function statusNode(name) {
+    var status = statuses.get(name);
+    if (!status) return null;
+    var node = document.createElement("span");
+    node.className = "user-status";
+    if (status.emoji) {
+      var emoji = document.createElement("span");
+      emoji.className = "user-status-emoji";
+      emoji.textContent = status.emoji;
+      node.appendChild(emoji);
+    }
+    if (status.text) {
+      var text = document.createElement("span");
+      text.className = "user-status-text";
+      text.textContent = status.text;
+      node.appendChild(text);
+    }
+    if (status.dnd) {
+      var badge = document.createElement("span");
+      badge.className = "badge badge-dnd";
+      badge.textContent = "Do not disturb";
+      node.appendChild(badge);
+    }
+    if (status.expires_at) node.title = "Until " + clock(status.expires_at);
+    return node;
+  }
+
   function userItem(name, state, detail) {
     var li = document.createElement("li");
     li.className = "user user-" + state;
@@ -72,6 +102,8 @@
     info.appendChild(stateText);
     if (detail) info.append(" · ", detail);
     text.append(label, info);
+    var status = statusNode(name);
+    if (status) text.appendChild(status);
 
     li.append(avatar, text);
     return li;
@@ -79,15 +111,24 @@
 
   function render() {
     var names = Array.from(online.keys()).sort();
-    onlineList.replaceChildren.apply(onlineList, names.map(function (name) {
+    var items = names.map(function (name) {
       var entry = online.get(name);
-      if (entry.away) return userItem(name, "away", null);
+      if (entry.away) return userItem(name, "away", entry.awaySince ? timeNode(entry.awaySince, "since " + clock(entry.awaySince)) : null);
       return userItem(name, "online", entry.since ? timeNode(entry.since, "since " + clock(entry.since)) : null);
-    }));
+    });
+    if (meInvisible && me && !online.has(me)) {
+      // Others see me offline; I see myself here, marked.
+      var mine = userItem(me, "online", "invisible to others");
+      mine.classList.add("user-invisible");
+      items.unshift(mine);
+    }
+    onlineList.replaceChildren.apply(onlineList, items);
     countNode.textContent = String(names.length);
     document.getElementById("online-empty").hidden = names.length > 0;
 
-    var seen = Array.from(recent.entries()).filter(function (e) { return !online.has(e[0]); });
+    var seen = Array.from(recent.entries()).filter(function (e) {
+      return !online.has(e[0]) && !(meInvisible && e[0] === me);
+    });
     seen.sort(function (a, b) { return Date.parse(b[1]) - Date.parse(a[1]); });
     recentList.replaceChildren.apply(recentList, seen.map(function (e) {
       return userItem(e[0], "offline", timeNode(e[1], "last seen " + ago(e[1])));
@@ -121,14 +162,17 @@
     });
     online.clear();
     changed.clear();
+    statuses.clear();
     frame.users.forEach(function (u) {
-      online.set(u.username, { since: u.since, away: !!u.idle });
+      online.set(u.username, { since: u.since, away: !!u.idle, awaySince: u.away_since || null });
+      if (u.status) statuses.set(u.username, u.status);
       newest(u.username, u.since);
     });
     if (frame.recent) {
       recent.clear();
       frame.recent.forEach(function (r) {
         recent.set(r.username, r.last_seen);
+        if (r.status) statuses.set(r.username, r.status);
         if (!online.has(r.username)) newest(r.username, r.last_seen);
       });
     }
@@ -164,7 +208,15 @@
       var away = s.state === "away";
       if (away !== entry.away) note(s.username, away ? "is away" : "is back", away ? "away" : "back");
       entry.away = away;
+      entry.awaySince = away ? s.since || new Date().toISOString() : null;
     });
+    render();
+  }
+
+  function applyStatus(frame) {
+    if (frame.status) statuses.set(frame.username, frame.status);
+    else statuses.delete(frame.username);
+    if (frame.username === me && "invisible" in frame) meInvisible = frame.invisible;
     render();
   }
 
@@ -179,6 +231,7 @@
         document.documentElement.dataset.presence = "live"; // tests and styles can tell a synced page
       }
       else if (frame.type === "presence.diff") applyDiff(frame);
+      else if (frame.type === "presence.status") applyStatus(frame);
     }
   });
 })();
