@@ -34,6 +34,8 @@ run: $(VENV)/.run-deps
 	@echo
 	@echo "  Presence is at http://$(HOST):$(PORT)/"
 	@echo "  Make an admin account with: $(BIN)/python manage.py createsuperuser"
+	@echo "  DEBUG=1 shows Django's debug pages for errors; the product's own are at"
+	@echo "  http://$(HOST):$(PORT)/_errors/404/ (and 403, 500)"
 	@echo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) presence_site.asgi:application
 

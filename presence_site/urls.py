@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from presence_site import health
+from presence_site import health, pages
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    path("favicon.ico", pages.favicon, name="favicon"),
+    path("_errors/<int:status>/", pages.error_preview, name="error-preview"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
