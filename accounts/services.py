@@ -6,7 +6,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
 
 from accounts.models import AuditEntry, LoggedInUser, UsernameSkeleton
 from accounts.skeleton import username_skeleton_digest
@@ -126,6 +127,31 @@ def logged_in_sessions_end(*, records: QuerySet[LoggedInUser], actor: AbstractBa
                     )
                 )
     return len(rows)
+
+
+def sessions_clear_ended() -> int:
+    """Delete expired sessions (what `manage.py clearsessions` does) and the logged-in records of every ended session.
+
+    Called by the deployment's housekeeping job and by `manage.py clear_ended_sessions`.
+    Neither an expiry nor clearsessions' bulk delete sends a signal, so the
+    records of those sessions are found here, in one query with the database
+    session engines. Records of logins that came without a request (no key)
+    are left: they name no session. Returns how many records were deleted.
+    """
+    engine = import_module(settings.SESSION_ENGINE)
+    engine.SessionStore.clear_expired()
+    records = LoggedInUser.objects.filter(session_key__isnull=False)
+    get_model = getattr(engine.SessionStore, "get_model_class", None)
+    if get_model is not None:
+        live = get_model().objects.filter(session_key=OuterRef("session_key"), expire_date__gt=timezone.now())
+        deleted, _ = records.exclude(Exists(live)).delete()
+        return deleted
+    if settings.SESSION_ENGINE.endswith("signed_cookies"):
+        return 0  # the sessions live in the browsers: nothing here can tell which ended
+    store = engine.SessionStore
+    ended = [key for key in records.values_list("session_key", flat=True).iterator() if not store().exists(key)]
+    deleted, _ = LoggedInUser.objects.filter(session_key__in=ended).delete()
+    return deleted
 
 
 def audit_record(
