@@ -13,6 +13,10 @@ AUDITED_FLAGS = {
 }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @admin.register(LoggedInUser)
 class LoggedInUserAdmin(admin.ModelAdmin):
     """The sessions users are logged in with. Deleting one ends it: that browser is logged out, its sockets closed."""
@@ -69,7 +73,8 @@ class UserModerationAdmin(admin.ModelAdmin):
             sockets += closed
         self.message_user(
             request,
-            f"Ended {sessions} sessions and closed {sockets} sockets of {len(user_ids)} users.",
+            f"Ended {_count(sessions, 'session')} and closed {_count(sockets, 'socket')} "
+            f"of {_count(len(user_ids), 'user')}.",
             messages.SUCCESS,
         )
 

@@ -72,6 +72,11 @@ class Chart:
     tick_y = TOP + HEIGHT + 17
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 message', '1,200 messages'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def nice_ceiling(value: float) -> int:
     """The smallest of 1, 2, 5, 10, 20, 50, … that is at least value."""
     step = 1
@@ -110,7 +115,10 @@ def line_chart(
             segments.append([])
         segments[-1].append((round(WIDTH * (at - start).total_seconds() / span, 2), _y(value, top)))
         previous = at
-    line = " ".join("M" + " L".join(f"{x},{y}" for x, y in segment) for segment in segments)
+    # A segment of one point is drawn as a dot: a zero-length line with round caps.
+    line = " ".join(
+        "M" + " L".join(f"{x},{y}" for x, y in (segment if len(segment) > 1 else segment * 2)) for segment in segments
+    )
     area = " ".join(
         f"M{segment[0][0]},{HEIGHT} L" + " L".join(f"{x},{y}" for x, y in segment) + f" L{segment[-1][0]},{HEIGHT} Z"
         for segment in segments
@@ -131,7 +139,7 @@ def day_ticks(days: Sequence[date], *, every: int, fmt: Callable[[date], str]) -
 
 
 def bar_chart(days: Sequence[date], values: dict[date, int], *, ticks: list[Tick], label: str, noun: str) -> Chart:
-    """One bar a day."""
+    """One bar a day; noun is what a bar counts, in the singular."""
     top = nice_ceiling(max(values.values(), default=0))
     slot, width = _slots(days)
     bars = [
@@ -141,7 +149,7 @@ def bar_chart(days: Sequence[date], values: dict[date, int], *, ticks: list[Tick
             width=round(width, 2),
             height=round(HEIGHT - _y(values.get(day, 0), top), 2),
             series="series-total",
-            title=f"{day:%a %d %b}: {values.get(day, 0):,} {noun}",
+            title=f"{day:%a %d %b}: {counted(values.get(day, 0), noun)}",
         )
         for i, day in enumerate(days)
         if values.get(day, 0)
@@ -189,7 +197,7 @@ def stacked_bar_chart(
                     width=round(width, 2),
                     height=round(_y(base, top) - _y(base + count, top), 2),
                     series=series.css,
-                    title=f"{series.name}, {day:%a %d %b}: {count:,} {noun}",
+                    title=f"{series.name}, {day:%a %d %b}: {counted(count, noun)}",
                 )
             )
             base += count

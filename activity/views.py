@@ -86,10 +86,13 @@ def _dashboard(span: Span) -> dict:
     start = now - span.length
     days = _days(span, today)
 
-    points = online_series(since=start, hourly=span.hourly)
-    peak = max((point.peak for point in points), default=0)
+    online_now = presence_online_count()
+    # The line ends with the count now, so that it reaches the right edge with what "Online now" says.
+    points = [(point.at, point.peak) for point in online_series(since=start, hourly=span.hourly)]
+    points.append((now, online_now))
+    peak = max(value for _, value in points)
     online = charts.line_chart(
-        [(point.at, point.peak) for point in points],
+        points,
         start=start,
         end=now,
         gap=(2.5 * 3600) if span.hourly else 150,
@@ -105,7 +108,7 @@ def _dashboard(span: Span) -> dict:
         per_room,
         ticks=day_ticks,
         label=f"Messages a day per room over the last {span.days} days; {messages_today:,} today.",
-        noun="messages",
+        noun="message",
     )
 
     active = active_users_per_day(first=days[0], today=today)
@@ -114,14 +117,14 @@ def _dashboard(span: Span) -> dict:
         active,
         ticks=day_ticks,
         label=f"Users active each day over the last {span.days} days; {active.get(today, 0):,} today.",
-        noun="active users",
+        noun="active user",
     )
     return {
         "title": "Activity",
         "span": span,
         "spans": SPANS.values(),
         "figures": [
-            ("online-now", "Online now", presence_online_count()),
+            ("online-now", "Online now", online_now),
             ("online-peak", f"Most online, last {span.label}", peak),
             ("messages-today", "Messages today", messages_today),
             ("active-today", "Active users today", active.get(today, 0)),
