@@ -11,7 +11,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536
 
-.PHONY: run stack test test-sqlite test-postgres test-browser check-deploy lint clean bench bench-full
+.PHONY: run stack test test-sqlite test-postgres test-browser screenshots check-deploy lint clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,8 @@ run: $(VENV)/.run-deps
 	@echo
 	@echo "  Presence is at http://$(HOST):$(PORT)/"
 	@echo "  Make an admin account with: $(BIN)/python manage.py createsuperuser"
+	@echo "  DEBUG=1 shows Django's debug pages for errors; the product's own are at"
+	@echo "  http://$(HOST):$(PORT)/_errors/404/ (and 403, 500)"
 	@echo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) $(DAPHNE_FLAGS) presence_site.asgi:application
 
@@ -52,9 +54,13 @@ test-sqlite: $(VENV)/.dev-deps
 test-postgres: $(VENV)/.dev-deps
 	DATABASE_CONN_MAX_AGE=0 scripts/with-postgres $(BIN)/pytest -m "not browser and not fault"
 
-# The Chromium suite alone (it also refreshes the screenshots in docs/img/).
+# The Chromium suite alone.
 test-browser: $(VENV)/.dev-deps
 	env -u DATABASE_URL $(BIN)/pytest -m browser
+
+# Refresh the committed screenshots in docs/img/ (no other command writes them).
+screenshots: $(VENV)/.dev-deps
+	env -u DATABASE_URL REFRESH_SCREENSHOTS=1 $(BIN)/pytest -m browser -k screenshots
 
 # The app beside its baselines, each on its own port, with a private Redis:
 # docs/benchmarks.md and docs/img/ are rewritten from the run (bench/README.md).

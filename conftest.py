@@ -41,6 +41,25 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
                 )
 
 
+# `make screenshots` sets this to refresh the committed screenshots in docs/img/.
+REFRESH_SCREENSHOTS = "REFRESH_SCREENSHOTS"
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path) -> Path:
+    """Where a test saves its screenshots: docs/img/ for `make screenshots`, else a temporary folder.
+
+    The screenshots are taken either way (a page that fails to render fails the
+    test), but only the command that asks for them rewrites the committed files,
+    so that a test run leaves the working tree as it found it.
+    """
+    if os.environ.get(REFRESH_SCREENSHOTS) == "1":
+        folder = BASE_DIR / "docs" / "img"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
     """REDIS_URL when given, else a private redis-server for this test run."""

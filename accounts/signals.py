@@ -26,6 +26,11 @@ password_changed = Signal()
 # returning how many they told.
 sessions_ended = Signal()
 
+# Sent after one session was ended by staff (the logged-in sessions list), with
+# session_key and user_id, once its deletion is committed: the apps that hold
+# the session's sockets close them (4000).
+session_ended = Signal()
+
 
 def _session_key(request) -> str | None:
     session = getattr(request, "session", None)

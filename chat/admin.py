@@ -40,18 +40,18 @@ class MessageAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj) -> None:
         """Called for the delete button on one message: the rooms' clients drop it live."""
-        messages_delete(messages=Message.objects.filter(pk=obj.pk))
+        messages_delete(messages=Message.objects.filter(pk=obj.pk), actor=request.user)
 
     def delete_queryset(self, request, queryset) -> None:
         """Called for the bulk delete action."""
-        messages_delete(messages=queryset)
+        messages_delete(messages=queryset, actor=request.user)
 
     @admin.action(description="End all sessions of the selected messages' authors (closes their sockets)")
     def end_author_sessions(self, request, queryset) -> None:
         author_ids = set(queryset.values_list("author_id", flat=True))
         sessions = sockets = 0
         for author_id in author_ids:
-            ended, closed = user_sessions_end(user_id=author_id)
+            ended, closed = user_sessions_end(user_id=author_id, reason="ended by staff", actor=request.user)
             sessions += ended
             sockets += closed
         self.message_user(

@@ -9,6 +9,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from accounts.models import AuditEntry
+from accounts.services import audit_record_many
 from accounts.text import TextRefused, text_clean
 from chat import protocol
 from chat.models import DeletedMessage, Message, Room
@@ -95,17 +97,30 @@ def message_can_delete(*, user: AbstractBaseUser, author_id: int) -> bool:
     return bool(user.is_staff or user.pk == author_id)
 
 
-def messages_delete(*, messages) -> int:
-    """Delete messages (a queryset) and tell their rooms once the deletion is committed."""
+def messages_delete(*, messages, actor: AbstractBaseUser | None = None) -> int:
+    """Delete messages (a queryset) and tell their rooms once the deletion is committed.
+
+    With an actor (staff in the admin, or whoever deleted it from the room
+    page), each deletion is recorded in the audit log in the same transaction.
+    """
     with transaction.atomic():
-        gone = list(messages.values_list("id", "room_id", "room__slug"))
-        Message.objects.filter(id__in=[message_id for message_id, _, _ in gone]).delete()
+        gone = list(messages.values_list("id", "room_id", "room__slug", "author_id", "author__username"))
+        Message.objects.filter(id__in=[message_id for message_id, *_ in gone]).delete()
         # Clients that are away now learn of it when they resume (chat.history's "deleted").
         DeletedMessage.objects.bulk_create(
-            DeletedMessage(room_id=room_id, message_id=message_id) for message_id, room_id, _ in gone
+            DeletedMessage(room_id=room_id, message_id=message_id) for message_id, room_id, *_ in gone
         )
         DeletedMessage.objects.expired().delete()
-        for message_id, _, slug in gone:
+        if actor is not None:
+            audit_record_many(
+                actor=actor,
+                action=AuditEntry.Action.MESSAGE_DELETED,
+                targets=[
+                    (author_id, author, f"message {message_id} in {slug}")
+                    for message_id, _, slug, author_id, author in gone
+                ],
+            )
+        for message_id, _, slug, *_ in gone:
             transaction.on_commit(
                 lambda message_id=message_id, slug=slug: room_broadcast(
                     slug=slug, frame=protocol.deleted_frame(message_id)
@@ -121,7 +136,7 @@ def message_delete(*, user: AbstractBaseUser, message_id: int) -> None:
         raise Message.DoesNotExist(message_id)
     if not message_can_delete(user=user, author_id=author_id):
         raise PermissionDenied("Only staff and the author may delete a message.")
-    messages_delete(messages=Message.objects.filter(id=message_id))
+    messages_delete(messages=Message.objects.filter(id=message_id), actor=user)
 
 
 def room_title_clean(title: Any) -> str:

@@ -8,6 +8,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from accounts.admin import UserModerationAdmin
 from accounts.signals import password_changed
 from presence.models import Connection, UserPresence
 
@@ -33,8 +34,8 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class PresenceUserAdmin(UserAdmin):
-    """Django's user admin, with who is online and when the others were last seen."""
+class PresenceUserAdmin(UserModerationAdmin, UserAdmin):
+    """Django's user admin, with who is online and when the others were last seen, and accounts' moderation."""
 
     list_display = [*UserAdmin.list_display, "online", "last_seen"]
     list_filter = [OnlineFilter, *UserAdmin.list_filter]

@@ -25,3 +25,8 @@ def close_other_sessions_sockets(sender, user, old_session_key=None, new_session
 def close_user_sockets(sender, user_id: int, reason: str = "session ended", **kwargs) -> int:
     """Called once a user's sessions were ended (accounts.services.user_sessions_end): close every socket (4000)."""
     return user_sockets_close(user_id=user_id, reason=reason)
+
+
+def close_ended_session_sockets(sender, session_key: str, **kwargs) -> int:
+    """Called once staff ended one session (accounts.services.logged_in_sessions_end): close its sockets (4000)."""
+    return session_sockets_close(session_key=session_key)

@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "accounts",
     "presence",
     "chat",
+    "activity",
 ]
 
 MIDDLEWARE = [
@@ -429,6 +430,13 @@ CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
 # How long a deleted message is remembered for clients that resume after it
 # (?after=<id>); one away for longer shows it until the page is loaded again.
 CHAT_DELETED_KEEP = env_float("CHAT_DELETED_KEEP", 7 * 24 * 3600)
+
+# The admin's activity dashboard keeps its minute samples and daily roll-ups
+# this many days. Every HOUSEKEEPING_INTERVAL seconds one process of the
+# deployment (whichever holds the lease) clears ended sessions, rolls up the
+# closed days and prunes what is older.
+ACTIVITY_KEEP_DAYS = env_int("ACTIVITY_KEEP_DAYS", 30)
+HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
 
 # Daphne's "Exception inside application" tracebacks go through loggers that
 # Django's default configuration would silence.

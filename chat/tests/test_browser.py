@@ -11,7 +11,6 @@ from playwright.sync_api import BrowserContext, Page, expect
 from chat.models import Message, Room
 from chat.services import message_post
 from presence.tests.test_browser import (  # noqa: F401  (fixtures shared with the presence page's tests)
-    DOCS_IMG,
     RECORD_SENT_FRAMES,
     browser,
     live_env,
@@ -158,7 +157,7 @@ def test_a_server_restart_resumes_the_room_with_every_message_once_in_order(
     assert bob_page.errors == [] and alice_page.errors == []
 
 
-def test_screenshots_of_a_room(server, new_context, make_user):
+def test_screenshots_of_a_room(server, new_context, make_user, screenshot_dir):
     room = Room.objects.create(slug="design-review", title="Design review")
     alice, bob = make_user("alice"), make_user("bob.martin")
     for user, body in [
@@ -174,13 +173,12 @@ def test_screenshots_of_a_room(server, new_context, make_user):
     }
     bob_page = room_page(new_context(server, bob), room.slug)
     bob_page.locator("#composer-body").press_sequentially("Sounds")
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
     for label, page in pages.items():
         expect(page.locator("#here-count")).to_have_text("2")
         expect(bodies(page)).to_have_count(4)
         expect(page.locator("#typing")).to_have_text("bob.martin is typing…")
         assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
-        page.screenshot(path=DOCS_IMG / f"room-{label}.png", full_page=True)
+        page.screenshot(path=screenshot_dir / f"room-{label}.png", full_page=True)
 
 
 def test_the_room_list_links_each_room_and_creates_one_by_keyboard(server, new_context, make_user):

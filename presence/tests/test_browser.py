@@ -8,7 +8,6 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from channels_redis.core import RedisChannelLayer
@@ -22,7 +21,6 @@ from realtime import protocol as transport
 # Transactional: the live servers read what the test writes (a parametrized test would otherwise get `db`).
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 PASSWORD = "correct-horse-battery-9"
 ALLOW_ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
@@ -313,7 +311,7 @@ def test_a_server_restart_shows_reconnecting_then_back_online_and_resyncs(live_s
     watcher.wait_for_function("window.__sent.some(text => text.includes('kept-1'))")
 
 
-def test_screenshots_of_the_presence_page(server, new_context, make_user):
+def test_screenshots_of_the_presence_page(server, new_context, make_user, screenshot_dir):
     names = ["alice", "bob.martin", "carol", "dmitri", "emma_w", "farah", "george"]
     users = {name: make_user(name) for name in names}
     for name in ["emma_w", "farah", "george"]:  # seen earlier, now offline
@@ -325,14 +323,13 @@ def test_screenshots_of_the_presence_page(server, new_context, make_user):
         page = presence_page(new_context(server, users[name]))
         if name == "dmitri":
             page.evaluate("window.presencePage.send({type: 'presence.state', state: 'idle'})")
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
     for label, page in pages.items():
         expect(online(page, "dmitri")).to_have_attribute("data-state", "away")
         expect(page.locator("#online-count")).to_have_text("4")
         expect(recent(page, "george")).to_be_visible()
         page.mouse.move(5, 5)  # alice herself is active
         assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
-        page.screenshot(path=DOCS_IMG / f"presence-{label}.png", full_page=True)
+        page.screenshot(path=screenshot_dir / f"presence-{label}.png", full_page=True)
 
 
 def test_keyboard_reaches_the_log_out_button_with_a_visible_focus(server, new_context, make_user):
