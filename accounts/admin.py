@@ -3,7 +3,7 @@ from django.contrib.sessions.models import Session
 from django.db.models import OuterRef, Subquery
 
 from accounts.models import AuditEntry, LoggedInUser
-from accounts.services import audit_record, logged_in_sessions_end, user_sessions_end
+from accounts.services import audit_record, logged_in_sessions_end, users_sessions_end
 
 # The user flags whose changes the audit log records, and the action for each direction (set, cleared).
 AUDITED_FLAGS = {
@@ -65,16 +65,12 @@ class UserModerationAdmin(admin.ModelAdmin):
     @admin.action(description="End all sessions")
     def end_all_sessions(self, request, queryset) -> None:
         """Log the selected users out everywhere and close their sockets (4000)."""
-        user_ids = list(queryset.values_list("pk", flat=True))
-        sessions = sockets = 0
-        for user_id in user_ids:
-            ended, closed = user_sessions_end(user_id=user_id, reason="ended by staff", actor=request.user)
-            sessions += ended
-            sockets += closed
+        users, sessions, sockets = users_sessions_end(
+            user_ids=queryset.values_list("pk", flat=True), actor=request.user
+        )
         self.message_user(
             request,
-            f"Ended {_count(sessions, 'session')} and closed {_count(sockets, 'socket')} "
-            f"of {_count(len(user_ids), 'user')}.",
+            f"Ended {_count(sessions, 'session')} and closed {_count(sockets, 'socket')} of {_count(users, 'user')}.",
             messages.SUCCESS,
         )
 

@@ -89,6 +89,19 @@ def user_sessions_end(
     return sessions, sockets
 
 
+def users_sessions_end(
+    *, user_ids, reason: str = "ended by staff", actor: AbstractBaseUser | None = None
+) -> tuple[int, int, int]:
+    """user_sessions_end() for each of several users; returns how many users, sessions and sockets."""
+    user_ids = list(dict.fromkeys(user_ids))
+    sessions = sockets = 0
+    for user_id in user_ids:
+        ended, closed = user_sessions_end(user_id=user_id, reason=reason, actor=actor)
+        sessions += ended
+        sockets += closed
+    return len(user_ids), sessions, sockets
+
+
 def logged_in_sessions_end(*, records: QuerySet[LoggedInUser], actor: AbstractBaseUser | None = None) -> int:
     """End the sessions of these logged-in records: each browser is logged out and its sockets closed (4000).
 

@@ -106,7 +106,8 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
             (
                 "storm of 1,000: every watcher right within 1 s of the last connect",
                 f"{storm['watchers_right']}/{storm['watchers']} watchers right, the last "
-                f"{fmt(right, 2)} s after the last connect",
+                f"{fmt(right, 2)} s after the last connect"
+                + (f" ({storm['with_status']} of them with a status)" if storm.get("with_status") else ""),
                 every and right is not None and right <= 1.0,
             )
         )

@@ -416,6 +416,23 @@ class Bench:
         log(f"{count} users and sessions created in {time.monotonic() - started:.1f} s")
         return [s.session_key for s in sessions]
 
+    def set_statuses(self, indexes) -> int:
+        """A status (and do-not-disturb on every other one) on these bench users: snapshots and lists carry them."""
+        from django.contrib.auth import get_user_model
+
+        from presence.models import UserPresence
+
+        names = [f"bench{i:05d}" for i in indexes]
+        ids = list(get_user_model().objects.filter(username__in=names).values_list("id", flat=True))
+        UserPresence.objects.bulk_create(
+            [
+                UserPresence(user_id=user_id, status_text="In a meeting", status_emoji="📅", dnd=n % 2 == 0)
+                for n, user_id in enumerate(ids)
+            ],
+            batch_size=2000,
+        )
+        return len(ids)
+
     def prepare_app_state(self) -> None:
         """Forget sockets of servers stopped earlier, and make sure the bench room exists."""
         from presence.models import Connection, UserPresence
@@ -686,6 +703,7 @@ class Bench:
         watchers_n, n = self.profile["watchers"], self.profile["storm"]
         try:
             keys = self.sessions
+            with_status = self.set_statuses(range(watchers_n, watchers_n + n, 10))
             await self.open(servers, "watchers", keys[:watchers_n], path="/ws/presence/", watch=True)
             await self.settle(1.0, servers=servers)
             await self.everyone("arm", tag="storm")
@@ -726,6 +744,7 @@ class Bench:
                 opened=result["opened"],
                 failed=result["failed"],
                 connect_s=round(storm_s, 2),
+                with_status=with_status,
                 expected_count=expected,
                 watchers_right=len(known),
                 right_after_last_connect_s=round(max(known), 3) if known else None,

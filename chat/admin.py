@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from accounts.services import user_sessions_end
+from accounts.services import users_sessions_end
 from chat.models import Message, Room
 from chat.services import messages_delete
 
@@ -48,14 +48,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="End all sessions of the selected messages' authors (closes their sockets)")
     def end_author_sessions(self, request, queryset) -> None:
-        author_ids = set(queryset.values_list("author_id", flat=True))
-        sessions = sockets = 0
-        for author_id in author_ids:
-            ended, closed = user_sessions_end(user_id=author_id, reason="ended by staff", actor=request.user)
-            sessions += ended
-            sockets += closed
+        users, sessions, sockets = users_sessions_end(
+            user_ids=queryset.values_list("author_id", flat=True), actor=request.user
+        )
         self.message_user(
             request,
-            f"Ended {sessions} sessions and closed {sockets} sockets of {len(author_ids)} users.",
+            f"Ended {sessions} sessions and closed {sockets} sockets of {users} users.",
             messages.SUCCESS,
         )
