@@ -214,3 +214,35 @@ async def test_shutdown_closes_every_socket_with_1012_over_the_drain_then_runs_t
     assert 0.3 < closed_at[-1] - closed_at[0] < 0.9, "spread over the drain, not all at once"
     assert hooks_saw == [20], "the hooks run once every closed socket is forgotten"
     assert current.tasks == set() and not current.started
+
+
+async def test_a_busy_event_loop_is_not_mistaken_for_a_hung_redis(monkeypatch):
+    from realtime import layer
+
+    current = Runtime(asyncio.get_running_loop())
+    closed: list[str] = []
+
+    async def no_answer() -> None:
+        return None
+
+    async def close_all(code: int, reason: str) -> None:
+        closed.append(reason)
+
+    monkeypatch.setattr(layer, "layer_epoch", no_answer)
+    monkeypatch.setattr(current, "close_all", close_all)
+    current.sockets["inbox#1"] = FakeSocket("inbox#1")
+    busy = [True]
+
+    async def lag() -> float:
+        return 1.0 if busy[0] else 0.0
+
+    monkeypatch.setattr(layer, "loop_lag", lag)
+    for _ in range(3):
+        await current.layer.check(current)
+    assert closed == [] and current.layer.failures == 0
+
+    busy[0] = False
+    await current.layer.check(current)
+    assert closed == []
+    await current.layer.check(current)
+    assert closed == ["the channel layer does not answer"]
