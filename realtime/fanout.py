@@ -58,8 +58,11 @@ class Fanout:
         self.runtime = runtime
         # group -> the addresses of this process's sockets in it.
         self.groups: dict[str, set[str]] = {}
-        # Joins and leaves of one group must not interleave around the layer calls.
-        self.lock = asyncio.Lock()
+        # Joins and leaves of one group must not interleave around the layer calls; other groups' may
+        # (a group per user: one lock for all made every handshake of a storm wait for every other).
+        self.locks: dict[str, asyncio.Lock] = {}
+        # group -> loop time of the process's last group_add for it.
+        self.renewed: dict[str, float] = {}
         self.refresh_task: asyncio.Task | None = None
         # The process's inbox: every group message and every event sent to one of its sockets arrive here.
         self.inbox: str | None = None
@@ -142,22 +145,35 @@ class Fanout:
             for member in members:
                 self._handle(member, message)
 
+    def _lock(self, group: str) -> asyncio.Lock:
+        lock = self.locks.get(group)
+        if lock is None:
+            lock = self.locks[group] = asyncio.Lock()
+        return lock
+
     async def join(self, group: str, address: str) -> None:
-        """Add a socket to a group; the process's membership is renewed on every join.
+        """Add a socket to a group; the process's membership is renewed by joins, at most once a second.
 
         Renewed, not only made by the first socket: a Redis that restarted (or
         failed over) has forgotten the membership, and the sockets that
         reconnect after it must not join a group this process no longer hears.
+        Once a second is enough for that (the layer check closes every socket
+        of a process whose Redis restarted, and renews its groups first), and
+        spares a storm of handshakes one Redis call each.
         """
-        async with self.lock:
-            await self.layer.group_add(group, self.inbox)
+        async with self._lock(group):
+            now = self.runtime.loop.time()
+            if group not in self.groups or now - self.renewed.get(group, float("-inf")) >= 1.0:
+                await self.layer.group_add(group, self.inbox)
+                self.renewed[group] = now
             self.groups.setdefault(group, set()).add(address)
             if self.refresh_task is None:
                 self.refresh_task = self.runtime.spawn(self._refresh())
 
     async def leave(self, group: str, address: str) -> None:
         """Remove a socket from a group; the last one here ends the process's membership."""
-        async with self.lock:
+        lock = self._lock(group)
+        async with lock:
             addresses = self.groups.get(group)
             if addresses is None or address not in addresses:
                 return
@@ -165,6 +181,7 @@ class Fanout:
             if addresses:
                 return
             del self.groups[group]
+            self.renewed.pop(group, None)
             if not self.groups and self.refresh_task is not None:
                 self.refresh_task.cancel()
                 self.refresh_task = None
@@ -173,6 +190,11 @@ class Fanout:
             except Exception:
                 # Membership expires on its own (group_expiry); nothing is delivered here any more.
                 logger.warning("could not leave group %s on the channel layer", group, exc_info=True)
+        # The group is gone: its lock goes too, unless a join is already waiting on it (a group per user
+        # would otherwise leave a lock behind for every user who ever came).
+        if group not in self.groups and not lock.locked() and not getattr(lock, "_waiters", None):
+            if self.locks.get(group) is lock:
+                del self.locks[group]
 
     async def renew(self) -> None:
         """After Redis restarted: receive on a fresh inbox and join every group again with it.
@@ -182,18 +204,18 @@ class Fanout:
         closed right after (4503); those that reconnect get addresses in the
         new inbox and must find its groups live.
         """
-        async with self.lock:
-            old_inbox, self.inbox = self.inbox, await self.layer.new_channel()
-            if self.inbox_task is not None:
-                self.inbox_task.cancel()
-                self.inbox_task = self.runtime.spawn(self._receive_inbox(self.inbox))
-            for group in list(self.groups):
-                try:
-                    await asyncio.wait_for(self.layer.group_add(group, self.inbox), LAYER_TIMEOUT)
-                    # A replica promoted by Sentinel still has the old membership: each message would come twice.
-                    await asyncio.wait_for(self.layer.group_discard(group, old_inbox), LAYER_TIMEOUT)
-                except Exception:
-                    logger.warning("could not join group %s again after a restart", group, exc_info=True)
+        old_inbox, self.inbox = self.inbox, await self.layer.new_channel()
+        if self.inbox_task is not None:
+            self.inbox_task.cancel()
+            self.inbox_task = self.runtime.spawn(self._receive_inbox(self.inbox))
+        for group in list(self.groups):
+            try:
+                await asyncio.wait_for(self.layer.group_add(group, self.inbox), LAYER_TIMEOUT)
+                self.renewed[group] = self.runtime.loop.time()
+                # A replica promoted by Sentinel still has the old membership: each message would come twice.
+                await asyncio.wait_for(self.layer.group_discard(group, old_inbox), LAYER_TIMEOUT)
+            except Exception:
+                logger.warning("could not join group %s again after a restart", group, exc_info=True)
 
     async def _refresh(self) -> None:
         """Renew this process's group memberships before the layer's group_expiry drops them."""

@@ -201,7 +201,7 @@ class Runtime:
             for socket_ in sockets[start : start + per_step]:
                 self.spawn(
                     socket_.close_with(protocol.CLOSE_SERVICE_RESTART, "the server is restarting"),
-                    failure="a socket did not close",
+                    failure="a socket could not be closed (restart)",
                 )
             if start + per_step < len(sockets):
                 await asyncio.sleep(step)
@@ -221,12 +221,14 @@ class Runtime:
         self.fanout.socket_detached()
 
     async def close_all(self, code: int, reason: str) -> None:
-        """Close every open socket of this process with code, through the common close path."""
+        """Close every open socket of this process with code, through the common close path, all at once.
+
+        Each close runs in its own task: a socket's clean-up waits out its
+        user's leave grace and the layer (hung, when this is called because of
+        it), and one after the other they took minutes.
+        """
         for socket_ in list(self.sockets.values()):
-            try:
-                await socket_.close_with(code, reason)
-            except Exception:
-                logger.exception("a socket could not be closed (%s)", reason)
+            self.spawn(socket_.close_with(code, reason), failure=f"a socket could not be closed ({reason})")
 
 
 _runtimes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime]" = weakref.WeakKeyDictionary()

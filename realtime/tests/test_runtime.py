@@ -156,6 +156,7 @@ async def test_the_registry_holds_each_open_socket_once_and_close_all_closes_the
     assert current.sockets == {"inbox#1": first, "inbox#2": second}
 
     await current.close_all(4503, "the channel layer's Redis restarted")
+    await asyncio.wait(current.tasks - set(current.job_tasks.values()))
     assert first.closed_with == second.closed_with == [(4503, "the channel layer's Redis restarted")]
 
     current.detach(first)
