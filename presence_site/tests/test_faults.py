@@ -9,6 +9,7 @@ the way the pages do. Each test prints how long its fault took to heal
 """
 
 import asyncio
+import collections
 import json
 import random
 import re
@@ -562,7 +563,8 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
             storm += wave
             await wait_all(wave, lambda c: c.connected, 60)
         opened = time.monotonic() - started
-        assert sum(c.opens for c in storm) == 1000, "no socket was closed once open"
+        closes = collections.Counter(code for c in storm for code in c.close_codes)
+        assert sum(c.opens for c in storm) == 1000, f"no socket was closed once open: {dict(closes)}"
         refused = sum(len(c.refusals) for c in storm)
         await until(lambda: open_sockets(stack, 0) == 1000, 30)  # registration follows the accept
         latecomer = client(stack, "/ws/presence/", names[1000], keys[names[1000]])
