@@ -108,8 +108,8 @@ def test_room_page_carries_history_as_json_and_html_as_text(alice_client, make_r
 def test_history_pages_back_with_before_and_limit(alice_client, make_room, django_assert_num_queries):
     room = make_room("lobby")
     ids = fill(room, alice_client.user, 120)
-    # session, user, room, page
-    with django_assert_num_queries(4):
+    # session, user, room, page, the page's reactions
+    with django_assert_num_queries(5):
         page = alice_client.get("/chat/lobby/messages").json()
     assert [m["id"] for m in page["messages"]] == ids[-50:] and page["has_more"] is True
     page = alice_client.get(f"/chat/lobby/messages?before={ids[-50]}&limit=60").json()
@@ -117,7 +117,18 @@ def test_history_pages_back_with_before_and_limit(alice_client, make_room, djang
     page = alice_client.get(f"/chat/lobby/messages?before={ids[10]}&limit=50").json()
     assert [m["id"] for m in page["messages"]] == ids[:10] and page["has_more"] is False
     message = page["messages"][0]
-    assert set(message) == {"type", "id", "room", "username", "body", "sent_at", "client_id"}
+    assert set(message) == {
+        "type",
+        "id",
+        "room",
+        "username",
+        "body",
+        "sent_at",
+        "client_id",
+        "html",
+        "edited_at",
+        "reactions",
+    }
 
 
 @pytest.mark.parametrize("query", ["before=abc", "before=-1", "limit=0", "limit=101", "limit=x", "before=1.5"])
