@@ -14,6 +14,8 @@ ENDPOINT = "chat"
 
 SLUG_PATTERN = "[a-z0-9-]{1,50}"
 _SLUG = re.compile(SLUG_PATTERN)
+# Paths under /chat/ that are pages, not rooms: no room may take these slugs.
+RESERVED_SLUGS = frozenset({"search"})
 
 # Client → server (chat.message and chat.typing also go server → client).
 CHAT_MESSAGE = "chat.message"

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from chat import protocol
 from chat.models import Message, MessageEdit, Reaction, Room, RoomChange
+from chat.search import messages_matching
 from presence.models import Connection, UserPresence
 from presence.protocol import status_payload
 from presence.services import status_of
@@ -215,3 +216,12 @@ def message_edits(*, message: Message) -> list[dict[str, Any]]:
     """Every earlier version of a message, oldest first (the first since its sent_at)."""
     rows = MessageEdit.objects.filter(message=message).order_by("id").values_list("body", "edited_at")
     return [protocol.edit_version(body, edited_at) for body, edited_at in rows]
+
+
+def message_search(*, user, q: str, room: Room | None = None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Messages holding every word of q in the rooms the user may read (or one of them), newest first."""
+    rows = messages_matching(q).filter(room__in=rooms_readable_by(user))
+    if room is not None:
+        rows = rows.filter(room=room)
+    page = list(rows.order_by("-id").values(*MESSAGE_FIELDS)[: limit + 1])
+    return _frames(page[:limit]), len(page) > limit

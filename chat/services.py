@@ -220,7 +220,7 @@ def room_create(*, title: str, user: AbstractBaseUser) -> Room:
     slug = slugify(title)[:50].strip("-")
     if not protocol.slug_is_valid(slug):
         raise ValidationError("Use at least one letter or digit.", code="invalid")
-    if Room.objects.filter(slug=slug).exists():
+    if slug in protocol.RESERVED_SLUGS or Room.objects.filter(slug=slug).exists():
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug})
     try:
         with transaction.atomic():

@@ -7,9 +7,21 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from chat import protocol
 from chat.forms import RoomForm
 from chat.models import Message, Room
-from chat.selectors import room_by_slug, room_history, room_list, room_presence
+from chat.selectors import (
+    message_edits,
+    message_search,
+    room_by_slug,
+    room_history,
+    room_list,
+    room_messages_around,
+    room_presence,
+    rooms_readable_by,
+)
 from chat.services import message_delete, room_create, room_open
-from realtime.protocol import INVALID
+from realtime.protocol import FORBIDDEN, INVALID
+
+NOT_LOGGED_IN = "not_logged_in"
+NOT_FOUND = "not_found"
 
 
 def _valid_slug(slug: str) -> str:
@@ -97,5 +109,100 @@ def message_delete_view(request: HttpRequest, slug: str, message_id: int) -> Jso
     except Message.DoesNotExist:
         raise Http404("No such message.") from None
     except PermissionDenied:
-        return JsonResponse({"error": "forbidden", "detail": "Only staff and the author may delete it."}, status=403)
+        return JsonResponse({"error": FORBIDDEN, "detail": "Only staff and the author may delete it."}, status=403)
     return JsonResponse({"deleted": message_id})
+
+
+def _json(payload: dict, status: int = 200) -> JsonResponse:
+    return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def _error(code: str, detail: str, status: int = 400) -> JsonResponse:
+    return _json({"error": code, "detail": detail}, status=status)
+
+
+def api_login_required(view):
+    """/api/ views: an anonymous request gets 401 JSON, not a redirect to the log-in page."""
+
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return _error(NOT_LOGGED_IN, "Log in first.", status=401)
+        return view(request, *args, **kwargs)
+
+    wrapped.__name__ = view.__name__
+    wrapped.__doc__ = view.__doc__
+    return wrapped
+
+
+def _readable_room(request: HttpRequest, slug: str) -> Room | None:
+    if not protocol.slug_is_valid(slug):
+        return None
+    return rooms_readable_by(request.user).filter(slug=slug).first()
+
+
+def _limit(request: HttpRequest, default: int, maximum: int) -> int:
+    limit = _optional_id(request, "limit")
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise ValueError(f"'limit' must be between 1 and {maximum}.")
+    return limit
+
+
+@api_login_required
+@require_GET
+def search_api(request: HttpRequest) -> JsonResponse:
+    """{"messages": [...], "has_more"}: messages holding every word of q, newest first, in rooms the user may read."""
+    q = request.GET.get("q", "")
+    if not q.strip() or len(q) > protocol.SEARCH_QUERY_MAX_CHARS:
+        return _error(INVALID, f"'q' must be 1 to {protocol.SEARCH_QUERY_MAX_CHARS} characters.")
+    try:
+        limit = _limit(request, protocol.SEARCH_LIMIT, protocol.SEARCH_LIMIT_MAX)
+    except ValueError as error:
+        return _error(INVALID, str(error))
+    room = None
+    slug = request.GET.get("room")
+    if slug:
+        room = _readable_room(request, slug)
+        if room is None:
+            return _error(NOT_FOUND, "No such room.", status=404)
+    messages, has_more = message_search(user=request.user, q=q, room=room, limit=limit)
+    return _json({"messages": messages, "has_more": has_more})
+
+
+@api_login_required
+@require_GET
+def room_messages_api(request: HttpRequest, slug: str) -> JsonResponse:
+    """?around=<id>&limit=<n>: up to n messages before that one, it, and up to n after, oldest first."""
+    room = _readable_room(request, slug)
+    if room is None:
+        return _error(NOT_FOUND, "No such room.", status=404)
+    try:
+        around = _optional_id(request, "around")
+        limit = _limit(request, protocol.HISTORY_LIMIT // 2, protocol.AROUND_LIMIT_MAX)
+    except ValueError as error:
+        return _error(INVALID, str(error))
+    if around is None:
+        return _error(INVALID, "'around' must be a message id.")
+    messages = room_messages_around(room=room, message_id=around, limit=limit)
+    if messages is None:
+        return _error(NOT_FOUND, "No such message in this room.", status=404)
+    return _json({"messages": messages})
+
+
+@api_login_required
+@require_GET
+def message_edits_api(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
+    """{"edits": [{"body", "edited_at"}]}: every earlier version of a message, oldest first."""
+    room = _readable_room(request, slug)
+    message = Message.objects.filter(room=room, id=message_id).first() if room is not None else None
+    if message is None:
+        return _error(NOT_FOUND, "No such message.", status=404)
+    return _json({"edits": message_edits(message=message)})
+
+
+@login_required
+@require_GET
+def search_page(request: HttpRequest) -> HttpResponse:
+    """/chat/search/?q=: the results are fetched from /api/search by the page."""
+    return render(request, "chat/search.html", {"q": request.GET.get("q", "")[: protocol.SEARCH_QUERY_MAX_CHARS]})

@@ -45,6 +45,29 @@ def deletions_into_change_log(apps, schema_editor):
         Room.objects.filter(id=room_id).update(change_seq=seq)
 
 
+def search_index(apps, schema_editor):
+    """PostgreSQL: a GIN index on the bodies' tsvector; SQLite: an FTS5 table kept in step by triggers."""
+    from chat import search
+
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(search.PG_INDEX_SQL)
+    elif vendor == "sqlite":
+        for statement in search.SQLITE_FTS_SQL:
+            schema_editor.execute(statement)
+
+
+def search_index_drop(apps, schema_editor):
+    from chat import search
+
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute("DROP INDEX IF EXISTS chat_message_body_search")
+    elif vendor == "sqlite":
+        for statement in search.SQLITE_FTS_DROP_SQL:
+            schema_editor.execute(statement)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("chat", "0003_strip_refused_text"),
@@ -141,4 +164,5 @@ class Migration(migrations.Migration):
         migrations.RunPython(render_stored_bodies, migrations.RunPython.noop, elidable=True),
         migrations.RunPython(deletions_into_change_log, migrations.RunPython.noop),
         migrations.DeleteModel(name="DeletedMessage"),
+        migrations.RunPython(search_index, search_index_drop),
     ]

@@ -1,0 +1,88 @@
+"""Full-text search of message bodies: PostgreSQL's on a GIN expression index, SQLite's FTS5 in the embedded default.
+
+Both use plain word matching (no stemming, no language), so a query finds
+the same messages on either database. The index and the FTS5 table (with the
+triggers that keep it in step with chat_message) come from migration 0004.
+"""
+
+import re
+
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connection
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+
+from chat.models import Message
+
+# The text search configuration of the PostgreSQL index: words as written, lower-cased.
+PG_CONFIG = "simple"
+PG_INDEX_SQL = (
+    "CREATE INDEX IF NOT EXISTS chat_message_body_search ON chat_message "
+    f"USING gin (to_tsvector('{PG_CONFIG}'::regconfig, COALESCE(body, '')))"
+)
+SQLITE_FTS_SQL = [
+    # An external-content table: the text stays in chat_message, FTS5 keeps only its index.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS chat_message_fts USING fts5("
+    "body, content='chat_message', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS chat_message_fts_insert AFTER INSERT ON chat_message BEGIN "
+    "INSERT INTO chat_message_fts(rowid, body) VALUES (new.id, new.body); END",
+    "CREATE TRIGGER IF NOT EXISTS chat_message_fts_delete AFTER DELETE ON chat_message BEGIN "
+    "INSERT INTO chat_message_fts(chat_message_fts, rowid, body) VALUES ('delete', old.id, old.body); END",
+    "CREATE TRIGGER IF NOT EXISTS chat_message_fts_update AFTER UPDATE OF body ON chat_message BEGIN "
+    "INSERT INTO chat_message_fts(chat_message_fts, rowid, body) VALUES ('delete', old.id, old.body); "
+    "INSERT INTO chat_message_fts(rowid, body) VALUES (new.id, new.body); END",
+    "INSERT INTO chat_message_fts(chat_message_fts) VALUES ('rebuild')",
+]
+SQLITE_FTS_DROP_SQL = [
+    "DROP TRIGGER IF EXISTS chat_message_fts_insert",
+    "DROP TRIGGER IF EXISTS chat_message_fts_delete",
+    "DROP TRIGGER IF EXISTS chat_message_fts_update",
+    "DROP TABLE IF EXISTS chat_message_fts",
+]
+
+_WORD = re.compile(r"\w+")
+
+
+def query_words(q: str) -> list[str]:
+    """The words of a query, as both databases split them (letters and digits; punctuation separates)."""
+    return _WORD.findall(q)
+
+
+def messages_matching(q: str) -> QuerySet[Message]:
+    """The messages whose body holds every word of q (an empty queryset when q has no word)."""
+    words = query_words(q)
+    if not words:
+        return Message.objects.none()
+    if connection.vendor == "postgresql":
+        # The same expression as the index, so the planner uses it.
+        return Message.objects.annotate(search=SearchVector("body", config=PG_CONFIG)).filter(
+            search=SearchQuery(" ".join(words), config=PG_CONFIG, search_type="plain")
+        )
+    # Each word quoted: FTS5's query syntax (AND, NEAR, column filters, *) stays out of user hands.
+    fts_query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    return Message.objects.filter(
+        id__in=RawSQL("SELECT rowid FROM chat_message_fts WHERE chat_message_fts MATCH %s", (fts_query,))
+    )
+
+
+def search_index_ensure(sender=None, using: str = "default", **kwargs) -> None:
+    """Called after migrate: on SQLite, put back the FTS5 triggers if a table rebuild dropped them.
+
+    Django alters an SQLite table by building a new one and renaming it, which
+    drops the old table's triggers; a later migration of chat_message would
+    otherwise leave the search index silently stale.
+    """
+    from django.db import connections
+
+    target = connections[using]
+    if target.vendor != "sqlite":
+        return
+    with target.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'chat_message_fts_%%'")
+        (triggers,) = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'chat_message'")
+        (tables,) = cursor.fetchone()
+        if triggers == 3 or not tables:
+            return
+        for statement in SQLITE_FTS_SQL:
+            cursor.execute(statement)
