@@ -212,6 +212,18 @@ def room_messages_around(*, room: Room, message_id: int, limit: int) -> list[dic
     return _frames([*reversed(before), *after])
 
 
+def room_messages_from_around(*, room: Room, message_id: int, context: int) -> tuple[list[dict[str, Any]], bool]:
+    """A room page opened at a message: `context` messages before it through the newest (at most RESUME_LIMIT).
+
+    Returns the messages, oldest first, and whether older ones exist.
+    """
+    rows = Message.objects.filter(room=room)
+    start = rows.filter(id__lt=message_id).order_by("-id").values_list("id", flat=True)[context : context + 1]
+    first = start[0] if start else 0
+    page = list(rows.filter(id__gt=first).order_by("id").values(*MESSAGE_FIELDS)[: protocol.RESUME_LIMIT])
+    return _frames(page), first > 0
+
+
 def message_edits(*, message: Message) -> list[dict[str, Any]]:
     """Every earlier version of a message, oldest first (the first since its sent_at)."""
     rows = MessageEdit.objects.filter(message=message).order_by("id").values_list("body", "edited_at")

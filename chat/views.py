@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -11,9 +12,11 @@ from chat.selectors import (
     message_edits,
     message_search,
     room_by_slug,
+    room_cursor,
     room_history,
     room_list,
     room_messages_around,
+    room_messages_from_around,
     room_presence,
     rooms_readable_by,
 )
@@ -57,16 +60,40 @@ def room_list_page(request: HttpRequest) -> HttpResponse:
 def room_page(request: HttpRequest, slug: str) -> HttpResponse:
     """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/."""
     room = room_open(slug=_valid_slug(slug), user=request.user)
-    messages, has_more = room_history(room=room)
+    # Read before the messages: a change between the two is sent again on connect, never lost.
+    cursor = room_cursor(room=room)
+    around = _around(request, room)
+    if around is None:
+        messages, has_more = room_history(room=room)
+    else:
+        messages, has_more = room_messages_from_around(room=room, message_id=around, context=AROUND_CONTEXT)
     initial = {
         "room": room.slug,
         "messages": messages,
         "has_more": has_more,
+        "cursor": cursor,
+        "around": around,
+        "edit_window": settings.CHAT_EDIT_WINDOW,
         "users": room_presence(slug=room.slug),
         "me": request.user.get_username(),
         "moderator": request.user.is_staff,
     }
     return render(request, "chat/room.html", {"room": room, "initial": initial})
+
+
+# Messages shown before the one a room page opens at (?around=<id>).
+AROUND_CONTEXT = 25
+
+
+def _around(request: HttpRequest, room: Room) -> int | None:
+    """The message a room page opens at, when ?around= names one of this room; else None (the newest)."""
+    try:
+        around = _optional_id(request, "around")
+    except ValueError:
+        return None
+    if around is None or not Message.objects.filter(room=room, id=around).exists():
+        return None
+    return around
 
 
 def _optional_id(request: HttpRequest, name: str) -> int | None:
