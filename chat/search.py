@@ -1,7 +1,7 @@
 """Full-text search of message bodies: PostgreSQL's on a GIN expression index, SQLite's FTS5 in the embedded default.
 
-Both use plain word matching (no stemming, no language), so a query finds
-the same messages on either database. The index and the FTS5 table (with the
+Both use plain word matching (case folded, accents kept, no stemming, no
+language), so a query finds the same messages on either database. The index and the FTS5 table (with the
 triggers that keep it in step with chat_message) come from migration 0004.
 """
 
@@ -23,7 +23,7 @@ PG_INDEX_SQL = (
 SQLITE_FTS_SQL = [
     # An external-content table: the text stays in chat_message, FTS5 keeps only its index.
     "CREATE VIRTUAL TABLE IF NOT EXISTS chat_message_fts USING fts5("
-    "body, content='chat_message', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "body, content='chat_message', content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER IF NOT EXISTS chat_message_fts_insert AFTER INSERT ON chat_message BEGIN "
     "INSERT INTO chat_message_fts(rowid, body) VALUES (new.id, new.body); END",
     "CREATE TRIGGER IF NOT EXISTS chat_message_fts_delete AFTER DELETE ON chat_message BEGIN "
@@ -40,7 +40,7 @@ SQLITE_FTS_DROP_SQL = [
     "DROP TABLE IF EXISTS chat_message_fts",
 ]
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")
 
 
 def query_words(q: str) -> list[str]:

@@ -351,3 +351,13 @@ def test_search_page_and_header_box(alice_client):
 def test_no_room_may_take_the_search_pages_slug(alice_client):
     response = alice_client.post("/chat/", {"name": "Search"})
     assert response.status_code == 200 and not Room.objects.filter(slug="search").exists()
+
+
+def test_search_splits_words_alike_on_both_databases(alice_client, make_room):
+    lobby = make_room("lobby")
+    snake = post(lobby, alice_client.user, "call snake_case(value) now")
+    cafe = post(lobby, alice_client.user, "Café au lait")
+    assert [m["id"] for m in alice_client.get("/api/search", {"q": "case value"}).json()["messages"]] == [snake]
+    assert [m["id"] for m in alice_client.get("/api/search", {"q": "CAFÉ"}).json()["messages"]] == [cafe]
+    # Accents are kept (PostgreSQL's "simple" configuration does not remove them, so FTS5 does not either).
+    assert alice_client.get("/api/search", {"q": "cafe"}).json()["messages"] == []
