@@ -161,16 +161,24 @@ class ChatConsumer(TrackedSocket):
             metrics.MESSAGES_BROADCAST.inc()
 
     async def on_edit(self, frame: dict[str, Any]) -> None:
-        edited = await database_sync_to_async(message_edit)(
-            room=self.chat_room, user=self.scope["user"], message_id=frame.get("id"), body=frame.get("body")
+        edited = await self.stored_change(
+            message_edit, message_id=frame.get("id"), body=frame.get("body"), what="The edit"
         )
         await broadcast(protocol.room_group(self.topic), edited, label="chat_edited")
 
     async def on_react(self, frame: dict[str, Any]) -> None:
-        reactions = await database_sync_to_async(message_react)(
-            room=self.chat_room, user=self.scope["user"], message_id=frame.get("id"), emoji=frame.get("emoji")
+        reactions = await self.stored_change(
+            message_react, message_id=frame.get("id"), emoji=frame.get("emoji"), what="The reaction"
         )
         await broadcast(protocol.room_group(self.topic), reactions, label="chat_reactions")
+
+    async def stored_change(self, service, *, what: str, **fields: Any) -> dict[str, Any]:
+        """Run an edit or reaction service for this socket's user and room; a database failure is `unavailable`."""
+        try:
+            return await database_sync_to_async(service)(room=self.chat_room, user=self.scope["user"], **fields)
+        except DatabaseError:
+            logger.exception("chat change in %s could not be stored", self.topic)
+            raise ProtocolError(transport.UNAVAILABLE, f"{what} was not stored; try again.") from None
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()
