@@ -46,11 +46,12 @@ def deletions_into_change_log(apps, schema_editor):
 
 
 def search_index(apps, schema_editor):
-    """PostgreSQL: a GIN index on the bodies' tsvector; SQLite: an FTS5 table kept in step by triggers."""
+    """PostgreSQL: a stored tsvector of the body with a GIN index; SQLite: an FTS5 table kept in step by triggers."""
     from chat import search
 
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
+        schema_editor.execute(search.PG_COLUMN_SQL)
         schema_editor.execute(search.PG_INDEX_SQL)
     elif vendor == "sqlite":
         for statement in search.SQLITE_FTS_SQL:
@@ -62,7 +63,8 @@ def search_index_drop(apps, schema_editor):
 
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute("DROP INDEX IF EXISTS chat_message_body_search")
+        for statement in search.PG_DROP_SQL:
+            schema_editor.execute(statement)
     elif vendor == "sqlite":
         for statement in search.SQLITE_FTS_DROP_SQL:
             schema_editor.execute(statement)
