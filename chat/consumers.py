@@ -15,7 +15,7 @@ from chat.selectors import (
     room_by_slug,
     room_cursor,
     room_deleted_recently,
-    room_history,
+    room_history_cursor,
     room_messages_after,
     room_presence_statuses,
     room_resume,
@@ -83,10 +83,10 @@ class ChatConsumer(TrackedSocket):
         """The chat.history frame this socket opens with."""
         if cursor is not None:
             return self.resumed_from_cursor(cursor)
-        now = room_cursor(room=self.chat_room)
         if after is None:
-            messages, has_more = room_history(room=self.chat_room)
+            messages, has_more, now = room_history_cursor(room=self.chat_room)
             return protocol.history_frame(self.topic, messages, has_more, cursor=now)
+        now = room_cursor(room=self.chat_room)
         messages, has_more, deleted = self.resumed(after)
         return protocol.history_frame(self.topic, messages, has_more, deleted, cursor=now)
 
@@ -94,8 +94,7 @@ class ChatConsumer(TrackedSocket):
         """What a client that saw up to `cursor` missed; the last messages with reset when it is unknown or expired."""
         missed = room_resume(room=self.chat_room, cursor=cursor)
         if missed is None:
-            now = room_cursor(room=self.chat_room)
-            messages, has_more = room_history(room=self.chat_room)
+            messages, has_more, now = room_history_cursor(room=self.chat_room)
             return protocol.history_frame(self.topic, messages, has_more, cursor=now, reset=True)
         return protocol.history_frame(
             self.topic, missed["messages"], False, cursor=missed["cursor"], changes=missed["changes"]

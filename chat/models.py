@@ -41,6 +41,9 @@ class Message(models.Model):
     # Rendered once from the body (chat.formatting) when it is stored or edited: pages insert it as markup.
     html = models.TextField(default="")
     edited_at = models.DateTimeField(null=True, blank=True)
+    # The reactions as every frame lists them ([{"emoji", "users"}]), rewritten with each toggle (Reaction rows
+    # are the truth): a history is then one query, which matters when a thousand sockets open at once.
+    reaction_summary = models.JSONField(default=list)
 
     class Meta:
         constraints = [

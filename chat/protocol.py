@@ -95,7 +95,7 @@ def message_frame(
         "client_id": message["client_id"],
         "html": message["html"],
         "edited_at": iso(message["edited_at"]) if message["edited_at"] else None,
-        "reactions": reactions or [],
+        "reactions": reactions if reactions is not None else message.get("reaction_summary") or [],
     }
     if cursor is not None:
         frame["cursor"] = cursor

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -13,7 +13,17 @@ from presence.models import Connection, UserPresence
 from presence.protocol import status_payload
 from presence.services import status_of
 
-MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id", "html", "edited_at")
+MESSAGE_FIELDS = (
+    "id",
+    "room__slug",
+    "author__username",
+    "body",
+    "sent_at",
+    "client_id",
+    "html",
+    "edited_at",
+    "reaction_summary",
+)
 
 
 def rooms_readable_by(user) -> QuerySet[Room]:
@@ -91,7 +101,10 @@ def rooms_of_user_here(*, user_id: int) -> list[str]:
 
 
 def message_reactions(message_ids) -> dict[int, list[dict[str, Any]]]:
-    """The reactions of these messages, in one query: {id: [{"emoji", "users": [sorted]}]}, first reacted first."""
+    """The reactions of these messages from the Reaction rows, in one query: {id: [{"emoji", "users": [sorted]}]}.
+
+    Each emoji once, first reacted first. What Message.reaction_summary is rewritten from.
+    """
     by_message: dict[int, dict[str, list[str]]] = {}
     rows = (
         Reaction.objects.filter(message_id__in=list(message_ids))
@@ -107,9 +120,7 @@ def message_reactions(message_ids) -> dict[int, list[dict[str, Any]]]:
 
 
 def _frames(rows) -> list[dict[str, Any]]:
-    rows = list(rows)
-    reactions = message_reactions(row["id"] for row in rows) if rows else {}
-    return [protocol.message_frame(row, reactions.get(row["id"])) for row in rows]
+    return [protocol.message_frame(row) for row in rows]
 
 
 def room_history(
@@ -123,6 +134,16 @@ def room_history(
     page = list(rows.order_by("-id").values(*MESSAGE_FIELDS)[: limit + 1])
     has_more = len(page) > limit
     return _frames(reversed(page[:limit])), has_more
+
+
+def room_history_cursor(*, room: Room) -> tuple[list[dict[str, Any]], bool, str]:
+    """room_history() and the room's cursor, read in one statement (so they agree): what a socket opens with."""
+    rows = Message.objects.filter(room=room).annotate(room_seq=F("room__change_seq"))
+    page = list(rows.order_by("-id").values(*MESSAGE_FIELDS, "room_seq")[: protocol.HISTORY_LIMIT + 1])
+    if not page:
+        return [], False, room_cursor(room=room)
+    cursor = protocol.cursor(room.pk, page[0]["room_seq"])
+    return _frames(reversed(page[: protocol.HISTORY_LIMIT])), len(page) > protocol.HISTORY_LIMIT, cursor
 
 
 def room_messages_after(
@@ -186,16 +207,11 @@ def room_resume(*, room: Room, cursor: str, limit: int = protocol.RESUME_LIMIT) 
             target.append(message_id)
     touched = set(posted) | set(edited) | set(reacted)
     rows = {row["id"]: row for row in Message.objects.filter(room=room, id__in=touched).values(*MESSAGE_FIELDS)}
-    reactions = message_reactions(touched) if touched else {}
-    messages = [
-        protocol.message_frame(rows[message_id], reactions.get(message_id))
-        for message_id in sorted(posted_set)
-        if message_id in rows
-    ]
+    messages = [protocol.message_frame(rows[message_id]) for message_id in sorted(posted_set) if message_id in rows]
     frames = [protocol.deleted_frame(message_id, room.slug) for message_id in sorted(deleted)]
     frames += [protocol.edited_frame(room.slug, rows[message_id]) for message_id in edited if message_id in rows]
     frames += [
-        protocol.reactions_frame(room.slug, message_id, reactions.get(message_id, []))
+        protocol.reactions_frame(room.slug, message_id, rows[message_id]["reaction_summary"])
         for message_id in reacted
         if message_id in rows
     ]

@@ -47,7 +47,7 @@ def _stored(room: Room, user: AbstractBaseUser, client_id: str) -> dict[str, Any
     row = Message.objects.filter(room=room, author=user, client_id=client_id).values(*MESSAGE_FIELDS).first()
     if row is None:
         return None
-    return protocol.message_frame(row, message_reactions([row["id"]]).get(row["id"]))
+    return protocol.message_frame(row)
 
 
 # Every this many changes, a room's changes older than CHAT_DELETED_KEEP are pruned.
@@ -110,6 +110,7 @@ def message_post(
             "client_id": message.client_id,
             "html": message.html,
             "edited_at": None,
+            "reaction_summary": [],
         },
         cursor=seq_cursor,
     )
@@ -165,8 +166,9 @@ def message_react(*, room: Room, user: AbstractBaseUser, message_id: Any, emoji:
         removed, _ = Reaction.objects.filter(message_id=message_id, user=user, emoji=emoji).delete()
         if not removed:
             Reaction.objects.create(message_id=message_id, user=user, emoji=emoji)
-        cursor = room_change_record(room_id=room.pk, kind=RoomChange.REACTED, message_id=message_id)
         reactions = message_reactions([message_id]).get(message_id, [])
+        Message.objects.filter(id=message_id).update(reaction_summary=reactions)
+        cursor = room_change_record(room_id=room.pk, kind=RoomChange.REACTED, message_id=message_id)
     return protocol.reactions_frame(room.slug, message_id, reactions, cursor)
 
 

@@ -14,6 +14,7 @@ from chat.selectors import (
     room_by_slug,
     room_cursor,
     room_history,
+    room_history_cursor,
     room_list,
     room_messages_around,
     room_messages_from_around,
@@ -60,12 +61,12 @@ def room_list_page(request: HttpRequest) -> HttpResponse:
 def room_page(request: HttpRequest, slug: str) -> HttpResponse:
     """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/."""
     room = room_open(slug=_valid_slug(slug), user=request.user)
-    # Read before the messages: a change between the two is sent again on connect, never lost.
-    cursor = room_cursor(room=room)
     around = _around(request, room)
     if around is None:
-        messages, has_more = room_history(room=room)
+        messages, has_more, cursor = room_history_cursor(room=room)
     else:
+        # Read before the messages: a change between the two is sent again on connect, never lost.
+        cursor = room_cursor(room=room)
         messages, has_more = room_messages_from_around(room=room, message_id=around, context=AROUND_CONTEXT)
     initial = {
         "room": room.slug,

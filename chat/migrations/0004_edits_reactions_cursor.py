@@ -92,6 +92,11 @@ class Migration(migrations.Migration):
             name="edited_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
+        migrations.AddField(
+            model_name="message",
+            name="reaction_summary",
+            field=models.JSONField(default=list),
+        ),
         migrations.CreateModel(
             name="RoomChange",
             fields=[

@@ -56,12 +56,11 @@ def test_room_presence_lists_live_users_once_sorted(make_user, make_room, settin
     assert room_presence(slug="lobby") == ["alice", "bob"]
 
 
-def test_history_pages_backwards_oldest_first_in_two_queries(make_user, make_room, django_assert_num_queries):
+def test_history_pages_backwards_oldest_first_in_one_query(make_user, make_room, django_assert_num_queries):
     alice, room = make_user("alice"), make_room()
     ids = fill(room, alice, 120)
     fill(make_room("other"), alice, 5)
-    # The page, and every reaction of its messages.
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         page, more = room_history(room=room)
     assert [m["id"] for m in page] == ids[-50:] and more
     page, more = room_history(room=room, before=ids[-50], limit=50)
@@ -73,7 +72,7 @@ def test_history_pages_backwards_oldest_first_in_two_queries(make_user, make_roo
 def test_messages_after_are_exact_and_capped(make_user, make_room, django_assert_num_queries):
     alice, room = make_user("alice"), make_room()
     ids = fill(room, alice, 30)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         page, more = room_messages_after(room=room, after=ids[9])
     assert [m["id"] for m in page] == ids[10:] and not more
     page, more = room_messages_after(room=room, after=0, limit=25)
@@ -81,9 +80,7 @@ def test_messages_after_are_exact_and_capped(make_user, make_room, django_assert
     assert room_messages_after(room=room, after=ids[-1]) == ([], False)
 
 
-def test_a_resume_by_cursor_costs_the_same_few_queries_whatever_was_missed(
-    make_user, make_room, django_assert_num_queries
-):
+def test_a_resume_by_cursor_costs_three_queries_whatever_was_missed(make_user, make_room, django_assert_num_queries):
     from chat.selectors import room_cursor, room_resume
     from chat.services import message_edit, message_post, message_react
 
@@ -94,8 +91,8 @@ def test_a_resume_by_cursor_costs_the_same_few_queries_whatever_was_missed(
         message_edit(room=room, user=alice, message_id=message_id, body="edited")
         message_react(room=room, user=alice, message_id=message_id, emoji="👍")
     new = message_post(room=room, user=alice, body="new")[0]["id"]
-    # The room's seq, its changes, their messages, their reactions.
-    with django_assert_num_queries(4):
+    # The room's seq, its changes, their messages (with their reactions).
+    with django_assert_num_queries(3):
         missed = room_resume(room=room, cursor=cursor)
     assert [m["id"] for m in missed["messages"]] == [new]
     assert sorted((c["type"], c["id"]) for c in missed["changes"]) == sorted(
@@ -106,3 +103,16 @@ def test_a_resume_by_cursor_costs_the_same_few_queries_whatever_was_missed(
         "changes": [],
         "cursor": missed["cursor"],
     }
+
+
+def test_a_socket_opens_with_the_history_and_its_cursor_in_one_query(make_user, make_room, django_assert_num_queries):
+    from chat.selectors import room_cursor, room_history_cursor
+    from chat.services import message_post, message_react
+
+    alice, room = make_user("alice"), make_room()
+    sent = [message_post(room=room, user=alice, body=f"m{i}")[0]["id"] for i in range(3)]
+    message_react(room=room, user=alice, message_id=sent[0], emoji="👍")
+    with django_assert_num_queries(1):
+        messages, more, cursor = room_history_cursor(room=room)
+    assert [m["id"] for m in messages] == sent and not more and cursor == room_cursor(room=room)
+    assert messages[0]["reactions"] == [{"emoji": "👍", "users": ["alice"]}] and messages[1]["reactions"] == []
