@@ -28,7 +28,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["room"]
     list_select_related = ["room", "author"]
     search_fields = ["body", "author__username"]
-    readonly_fields = ["room", "author", "body", "sent_at", "client_id"]
+    readonly_fields = ["room", "author", "body", "html", "sent_at", "edited_at", "client_id"]
     actions = ["end_author_sessions"]
 
     def has_add_permission(self, request) -> bool:

@@ -6,7 +6,10 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import consumers, metrics  # noqa: F401  (registers the chat metrics)
+        from django.db.models.signals import post_migrate
+
+        from chat import consumers, metrics, search  # noqa: F401  (registers the chat metrics)
         from presence.signals import status_changed
 
         status_changed.connect(consumers.user_status_changed, dispatch_uid="chat.room_statuses")
+        post_migrate.connect(search.search_index_ensure, sender=self, dispatch_uid="chat.search_index")

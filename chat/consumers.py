@@ -13,13 +13,15 @@ from chat import metrics, protocol
 from chat.models import Room
 from chat.selectors import (
     room_by_slug,
+    room_cursor,
     room_deleted_recently,
-    room_history,
+    room_history_cursor,
     room_messages_after,
     room_presence_statuses,
+    room_resume,
     rooms_of_user_here,
 )
-from chat.services import message_post
+from chat.services import message_edit, message_post, message_react
 from presence.sockets import TrackedSocket
 from realtime import protocol as transport
 from realtime.broadcast import broadcast
@@ -42,6 +44,8 @@ class ChatConsumer(TrackedSocket):
         **TrackedSocket.client_types,
         protocol.CHAT_MESSAGE: "on_message",
         protocol.CHAT_TYPING: "on_typing",
+        protocol.CHAT_EDIT: "on_edit",
+        protocol.CHAT_REACT: "on_react",
     }
 
     chat_room: Room | None = None
@@ -63,20 +67,43 @@ class ChatConsumer(TrackedSocket):
         return (protocol.room_group(self.topic),)
 
     async def opened(self) -> None:
-        """Send the history, or what was missed since ?after=<id>, then tell the room who is here."""
-        try:
-            after = self.after_id()
-        except ProtocolError as error:
-            # Answered in-band, and the history falls back to the last messages.
-            await self.send_frame(transport.error_frame(error.code, error.detail))
-            after = None
-        if after is None:
-            messages, has_more = await database_sync_to_async(room_history)(room=self.chat_room)
-            deleted = None
-        else:
-            messages, has_more, deleted = await database_sync_to_async(self.resumed)(after)
-        await self.send_frame(protocol.history_frame(self.topic, messages, has_more, deleted))
+        """Send the history, or what was missed since ?cursor=<c> or ?after=<id>, then tell the room who is here."""
+        cursor = self.query_value("cursor")
+        after = None
+        if cursor is None:
+            try:
+                after = self.after_id()
+            except ProtocolError as error:
+                # Answered in-band, and the history falls back to the last messages.
+                await self.send_frame(transport.error_frame(error.code, error.detail))
+        await self.send_frame(await database_sync_to_async(self.history)(cursor, after))
         room_presence_changed(self.topic)
+
+    def history(self, cursor: str | None, after: int | None) -> dict[str, Any]:
+        """The chat.history frame this socket opens with."""
+        if cursor is not None:
+            return self.resumed_from_cursor(cursor)
+        if after is None:
+            messages, has_more, now = room_history_cursor(room=self.chat_room)
+            return protocol.history_frame(self.topic, messages, has_more, cursor=now)
+        now = room_cursor(room=self.chat_room)
+        messages, has_more, deleted = self.resumed(after)
+        return protocol.history_frame(self.topic, messages, has_more, deleted, cursor=now)
+
+    def resumed_from_cursor(self, cursor: str) -> dict[str, Any]:
+        """What a client that saw up to `cursor` missed; the last messages with reset when it is unknown or expired."""
+        missed = room_resume(room=self.chat_room, cursor=cursor)
+        if missed is None:
+            messages, has_more, now = room_history_cursor(room=self.chat_room)
+            return protocol.history_frame(self.topic, messages, has_more, cursor=now, reset=True)
+        return protocol.history_frame(
+            self.topic, missed["messages"], False, cursor=missed["cursor"], changes=missed["changes"]
+        )
+
+    def query_value(self, name: str) -> str | None:
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        values = parse_qs(query, keep_blank_values=True).get(name)
+        return values[-1] if values else None
 
     async def closed(self) -> None:
         room_presence_changed(self.topic)
@@ -92,13 +119,12 @@ class ChatConsumer(TrackedSocket):
 
     def after_id(self) -> int | None:
         """The id in ?after=<id>, None without one; ProtocolError when it is malformed."""
-        query = self.scope.get("query_string", b"").decode("latin-1")
-        values = parse_qs(query, keep_blank_values=True).get("after")
-        if not values:
+        value = self.query_value("after")
+        if value is None:
             return None
-        if _MESSAGE_ID.fullmatch(values[-1]) is None:
+        if _MESSAGE_ID.fullmatch(value) is None:
             raise ProtocolError(transport.INVALID, "'after' must be a message id.")
-        return int(values[-1])
+        return int(value)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         client_id = protocol.client_id_echo(frame.get("client_id"))
@@ -132,6 +158,26 @@ class ChatConsumer(TrackedSocket):
         group = protocol.room_group(self.topic)
         if await broadcast(group, message, label="chat_message", skip=self.channel_name):
             metrics.MESSAGES_BROADCAST.inc()
+
+    async def on_edit(self, frame: dict[str, Any]) -> None:
+        edited = await self.stored_change(
+            message_edit, message_id=frame.get("id"), body=frame.get("body"), what="The edit"
+        )
+        await broadcast(protocol.room_group(self.topic), edited, label="chat_edited")
+
+    async def on_react(self, frame: dict[str, Any]) -> None:
+        reactions = await self.stored_change(
+            message_react, message_id=frame.get("id"), emoji=frame.get("emoji"), what="The reaction"
+        )
+        await broadcast(protocol.room_group(self.topic), reactions, label="chat_reactions")
+
+    async def stored_change(self, service, *, what: str, **fields: Any) -> dict[str, Any]:
+        """Run an edit or reaction service for this socket's user and room; a database failure is `unavailable`."""
+        try:
+            return await database_sync_to_async(service)(room=self.chat_room, user=self.scope["user"], **fields)
+        except DatabaseError:
+            logger.exception("chat change in %s could not be stored", self.topic)
+            raise ProtocolError(transport.UNAVAILABLE, f"{what} was not stored; try again.") from None
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()

@@ -19,6 +19,8 @@ class Room(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last seq of the room's change log (RoomChange); raised under the row's lock.
+    change_seq = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["slug"]
@@ -36,6 +38,12 @@ class Message(models.Model):
     sent_at = models.DateTimeField(auto_now_add=True)
     # Chosen by the client so that a retry after a reconnect is stored once.
     client_id = models.CharField(max_length=64)
+    # Rendered once from the body (chat.formatting) when it is stored or edited: pages insert it as markup.
+    html = models.TextField(default="")
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # The reactions as every frame lists them ([{"emoji", "users"}]), rewritten with each toggle (Reaction rows
+    # are the truth): a history is then one query, which matters when a thousand sockets open at once.
+    reaction_summary = models.JSONField(default=list)
 
     class Meta:
         constraints = [
@@ -48,34 +56,76 @@ class Message(models.Model):
         return f"{self.author_id} in {self.room_id}: {self.body[:40]}"
 
 
-class DeletedMessageQuerySet(models.QuerySet):
-    def kept(self) -> "DeletedMessageQuerySet":
-        """The traces still kept: deleted within CHAT_DELETED_KEEP."""
-        return self.filter(deleted_at__gte=_deleted_kept_since())
+class RoomChangeQuerySet(models.QuerySet):
+    def kept(self) -> "RoomChangeQuerySet":
+        """The changes still kept: made within CHAT_DELETED_KEEP."""
+        return self.filter(changed_at__gte=_changes_kept_since())
 
-    def expired(self) -> "DeletedMessageQuerySet":
-        return self.filter(deleted_at__lt=_deleted_kept_since())
+    def expired(self) -> "RoomChangeQuerySet":
+        return self.filter(changed_at__lt=_changes_kept_since())
 
 
-def _deleted_kept_since() -> datetime:
+def _changes_kept_since() -> datetime:
     return timezone.now() - timedelta(seconds=settings.CHAT_DELETED_KEEP)
 
 
-class DeletedMessage(models.Model):
-    """A trace of a deleted message, so that a client resuming with ?after=<id> can remove it too.
+class RoomChange(models.Model):
+    """One change to what a room stores (a message posted, edited, deleted, or its reactions changed).
 
-    Kept for CHAT_DELETED_KEEP seconds: a client away for longer shows the
-    message until its page is loaded again.
+    seq is the room's change sequence: Room.change_seq is raised in the same
+    transaction, under the room row's lock, so a room's seqs are contiguous and
+    committed in order, and a client that saw up to seq s misses nothing by
+    asking for seq > s. Kept for CHAT_DELETED_KEEP seconds; a cursor older
+    than that is answered with a reset. A deleted message's change outlives
+    the message (message_id is no foreign key), so resuming clients remove it.
     """
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="deleted_messages")
-    message_id = models.BigIntegerField()
-    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    POSTED = "posted"
+    EDITED = "edited"
+    DELETED = "deleted"
+    REACTED = "reacted"
+    KINDS = [(POSTED, POSTED), (EDITED, EDITED), (DELETED, DELETED), (REACTED, REACTED)]
 
-    objects = DeletedMessageQuerySet.as_manager()
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="changes")
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=8, choices=KINDS)
+    message_id = models.BigIntegerField()
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = RoomChangeQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["room", "message_id"], name="chat_deleted_room_message")]
+        constraints = [models.UniqueConstraint(fields=["room", "seq"], name="chat_roomchange_room_seq")]
 
     def __str__(self) -> str:
-        return f"{self.message_id} in {self.room_id}"
+        return f"{self.room_id}.{self.seq} {self.kind} {self.message_id}"
+
+
+class MessageEdit(models.Model):
+    """An earlier version of an edited message: its body, and since when it was the message's body."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    body = models.TextField()
+    edited_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} at {self.edited_at}"
+
+
+class Reaction(models.Model):
+    """One user's one emoji on a message; a user may hold several different ones on a message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_reactions")
+    emoji = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user", "emoji"], name="chat_reaction_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.emoji} on {self.message_id}"

@@ -14,14 +14,20 @@ ENDPOINT = "chat"
 
 SLUG_PATTERN = "[a-z0-9-]{1,50}"
 _SLUG = re.compile(SLUG_PATTERN)
+# Paths under /chat/ that are pages, not rooms: no room may take these slugs.
+RESERVED_SLUGS = frozenset({"search"})
 
 # Client → server (chat.message and chat.typing also go server → client).
 CHAT_MESSAGE = "chat.message"
 CHAT_TYPING = "chat.typing"
+CHAT_EDIT = "chat.edit"
+CHAT_REACT = "chat.react"
 
 # Server → client.
 CHAT_HISTORY = "chat.history"
 CHAT_DELETED = "chat.deleted"
+CHAT_EDITED = "chat.edited"
+CHAT_REACTIONS = "chat.reactions"
 ROOM_PRESENCE = "room.presence"
 
 BODY_MAX_CHARS = 2000
@@ -29,7 +35,11 @@ TITLE_MAX_CHARS = 100
 CLIENT_ID_MAX_CHARS = 64
 HISTORY_LIMIT = 50  # on connect, and the default page over HTTP
 HISTORY_PAGE_MAX = 100  # the largest page over HTTP
-RESUME_LIMIT = 500  # messages after ?after=<id>, at most
+RESUME_LIMIT = 500  # messages after ?after=<id> or ?cursor=<c>, at most
+SEARCH_QUERY_MAX_CHARS = 200
+SEARCH_LIMIT = 20  # the default page of /api/search
+SEARCH_LIMIT_MAX = 50
+AROUND_LIMIT_MAX = 50
 
 
 def slug_is_valid(slug: str) -> bool:
@@ -55,9 +65,27 @@ def room_group(slug: str) -> str:
     return f"chat.room.{slug}"
 
 
-def message_frame(message: dict[str, Any]) -> dict[str, Any]:
-    """A stored message, from a row of selectors.MESSAGE_FIELDS."""
-    return {
+_CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")
+
+
+def cursor(room_id: int, seq: int) -> str:
+    """The opaque resume point after change `seq` of a room: "<room id>.<seq>"."""
+    return f"{room_id}.{seq}"
+
+
+def cursor_parse(value: object) -> tuple[int, int] | None:
+    """(room id, seq) of a cursor; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = _CURSOR.fullmatch(value)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def message_frame(
+    message: dict[str, Any], reactions: list[dict[str, Any]] | None = None, cursor: str | None = None
+) -> dict[str, Any]:
+    """A stored message, from a row of selectors.MESSAGE_FIELDS; live ones carry the room's cursor."""
+    frame = {
         "type": CHAT_MESSAGE,
         "id": message["id"],
         "room": message["room__slug"],
@@ -65,16 +93,67 @@ def message_frame(message: dict[str, Any]) -> dict[str, Any]:
         "body": message["body"],
         "sent_at": iso(message["sent_at"]),
         "client_id": message["client_id"],
+        "html": message["html"],
+        "edited_at": iso(message["edited_at"]) if message["edited_at"] else None,
+        "reactions": reactions if reactions is not None else message.get("reaction_summary") or [],
     }
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return frame
+
+
+def edited_frame(room: str, message: dict[str, Any], cursor: str | None = None) -> dict[str, Any]:
+    """A message's new body, from a row with id, body, html and edited_at."""
+    frame = {
+        "type": CHAT_EDITED,
+        "room": room,
+        "id": message["id"],
+        "body": message["body"],
+        "html": message["html"],
+        "edited_at": iso(message["edited_at"]),
+    }
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return frame
+
+
+def reactions_frame(room: str, message_id: int, reactions: list[dict[str, Any]], cursor: str | None = None):
+    """A message's whole current list of reactions: [{"emoji", "users": [sorted]}], first reacted first."""
+    frame = {"type": CHAT_REACTIONS, "room": room, "id": message_id, "reactions": reactions}
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return frame
+
+
+def edit_version(body: str, edited_at) -> dict[str, Any]:
+    """One earlier version in /api/rooms/<slug>/messages/<id>/edits."""
+    return {"body": body, "edited_at": iso(edited_at)}
 
 
 def history_frame(
-    room: str, messages: list[dict[str, Any]], has_more: bool, deleted: list[int] | None = None
+    room: str,
+    messages: list[dict[str, Any]],
+    has_more: bool,
+    deleted: list[int] | None = None,
+    *,
+    cursor: str | None = None,
+    changes: list[dict[str, Any]] | None = None,
+    reset: bool = False,
 ) -> dict[str, Any]:
-    """The history on connect; a resumed one (?after=<id>) also names the recently deleted messages."""
+    """The history on connect; a resumed one (?after=<id>) also names the recently deleted messages.
+
+    One resumed with ?cursor=<c> lists the changes to older messages as their
+    live frames; reset says the cursor was too old and these are the last messages.
+    """
     frame = {"type": CHAT_HISTORY, "room": room, "messages": messages, "has_more": has_more}
     if deleted is not None:
         frame["deleted"] = deleted
+    if cursor is not None:
+        frame["cursor"] = cursor
+    if changes is not None:
+        frame["changes"] = changes
+    if reset:
+        frame["reset"] = True
     return frame
 
 
@@ -87,5 +166,10 @@ def typing_frame(username: str) -> dict[str, Any]:
     return {"type": CHAT_TYPING, "username": username}
 
 
-def deleted_frame(message_id: int) -> dict[str, Any]:
-    return {"type": CHAT_DELETED, "id": message_id}
+def deleted_frame(message_id: int, room: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": CHAT_DELETED, "id": message_id}
+    if room is not None:
+        frame["room"] = room
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return frame

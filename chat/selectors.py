@@ -2,17 +2,36 @@
 
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat import protocol
-from chat.models import DeletedMessage, Message, Room
+from chat.models import Message, MessageEdit, Reaction, Room, RoomChange
+from chat.search import messages_matching
 from presence.models import Connection, UserPresence
 from presence.protocol import status_payload
 from presence.services import status_of
 
-MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id")
+MESSAGE_FIELDS = (
+    "id",
+    "room__slug",
+    "author__username",
+    "body",
+    "sent_at",
+    "client_id",
+    "html",
+    "edited_at",
+    "reaction_summary",
+)
+
+
+def rooms_readable_by(user) -> QuerySet[Room]:
+    """The rooms this user may read: the one rule behind search, around= and edit history.
+
+    Today every room is public; direct rooms (issue 13) narrow it here, and only here.
+    """
+    return Room.objects.all()
 
 
 def _live_chat_connections() -> QuerySet[Connection]:
@@ -81,6 +100,25 @@ def rooms_of_user_here(*, user_id: int) -> list[str]:
     return list(_live_chat_connections().filter(user_id=user_id).values_list("topic", flat=True).distinct())
 
 
+def message_reactions(message_ids) -> dict[int, list[dict[str, Any]]]:
+    """The reactions of these messages from the Reaction rows, in one query: {id: [{"emoji", "users": [sorted]}]}.
+
+    Each emoji once, first reacted first. What Message.reaction_summary is rewritten from.
+    """
+    by_message: dict[int, dict[str, list[str]]] = {}
+    rows = (
+        Reaction.objects.filter(message_id__in=list(message_ids))
+        .order_by("id")
+        .values_list("message_id", "emoji", "user__username")
+    )
+    for message_id, emoji, username in rows:
+        by_message.setdefault(message_id, {}).setdefault(emoji, []).append(username)
+    return {
+        message_id: [{"emoji": emoji, "users": sorted(users)} for emoji, users in emojis.items()]
+        for message_id, emojis in by_message.items()
+    }
+
+
 def _frames(rows) -> list[dict[str, Any]]:
     return [protocol.message_frame(row) for row in rows]
 
@@ -98,6 +136,16 @@ def room_history(
     return _frames(reversed(page[:limit])), has_more
 
 
+def room_history_cursor(*, room: Room) -> tuple[list[dict[str, Any]], bool, str]:
+    """room_history() and the room's cursor, read in one statement (so they agree): what a socket opens with."""
+    rows = Message.objects.filter(room=room).annotate(room_seq=F("room__change_seq"))
+    page = list(rows.order_by("-id").values(*MESSAGE_FIELDS, "room_seq")[: protocol.HISTORY_LIMIT + 1])
+    if not page:
+        return [], False, room_cursor(room=room)
+    cursor = protocol.cursor(room.pk, page[0]["room_seq"])
+    return _frames(reversed(page[: protocol.HISTORY_LIMIT])), len(page) > protocol.HISTORY_LIMIT, cursor
+
+
 def room_messages_after(
     *, room: Room, after: int, limit: int = protocol.RESUME_LIMIT
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -109,9 +157,99 @@ def room_messages_after(
 def room_deleted_recently(*, room: Room, limit: int = protocol.RESUME_LIMIT) -> list[int]:
     """Ids of the room's messages deleted within CHAT_DELETED_KEEP, the newest `limit`, in order."""
     ids = (
-        DeletedMessage.objects.kept()
-        .filter(room=room)
+        RoomChange.objects.kept()
+        .filter(room=room, kind=RoomChange.DELETED)
         .order_by("-message_id")
         .values_list("message_id", flat=True)[:limit]
     )
     return sorted(ids)
+
+
+def room_cursor(*, room: Room) -> str:
+    """The room's cursor now: read before the messages it goes with, so a race repeats a change, never loses one."""
+    seq = Room.objects.filter(pk=room.pk).values_list("change_seq", flat=True).get()
+    return protocol.cursor(room.pk, seq)
+
+
+def room_resume(*, room: Room, cursor: str, limit: int = protocol.RESUME_LIMIT) -> dict[str, Any] | None:
+    """What a client that saw the room up to `cursor` missed; None when the cursor is unknown or expired.
+
+    {"messages": those posted since, oldest first, "changes": edits, deletions
+    and reactions to older messages as their live frames, "cursor": the new
+    one}. More than `limit` new messages is answered as expired: the client
+    starts again from the last page.
+    """
+    parsed = protocol.cursor_parse(cursor)
+    if parsed is None or parsed[0] != room.pk:
+        return None
+    seen = parsed[1]
+    now_seq = Room.objects.filter(pk=room.pk).values_list("change_seq", flat=True).get()
+    if seen > now_seq:
+        return None
+    changes = list(
+        RoomChange.objects.filter(room=room, seq__gt=seen).order_by("seq").values_list("seq", "kind", "message_id")
+    )
+    # Seqs are contiguous: a missing seq+1 means it was pruned (older than CHAT_DELETED_KEEP).
+    if seen < now_seq and (not changes or changes[0][0] != seen + 1):
+        return None
+    last = changes[-1][0] if changes else seen
+    posted = [message_id for _, kind, message_id in changes if kind == RoomChange.POSTED]
+    if len(posted) > limit:
+        return None
+    posted_set = set(posted)
+    deleted = {message_id for _, kind, message_id in changes if kind == RoomChange.DELETED}
+    edited, reacted = [], []
+    for _, kind, message_id in changes:
+        if message_id in posted_set or message_id in deleted:
+            continue  # a new message comes as it is now; a deleted one only as its deletion
+        target = edited if kind == RoomChange.EDITED else reacted if kind == RoomChange.REACTED else None
+        if target is not None and message_id not in target:
+            target.append(message_id)
+    touched = set(posted) | set(edited) | set(reacted)
+    rows = {row["id"]: row for row in Message.objects.filter(room=room, id__in=touched).values(*MESSAGE_FIELDS)}
+    messages = [protocol.message_frame(rows[message_id]) for message_id in sorted(posted_set) if message_id in rows]
+    frames = [protocol.deleted_frame(message_id, room.slug) for message_id in sorted(deleted)]
+    frames += [protocol.edited_frame(room.slug, rows[message_id]) for message_id in edited if message_id in rows]
+    frames += [
+        protocol.reactions_frame(room.slug, message_id, rows[message_id]["reaction_summary"])
+        for message_id in reacted
+        if message_id in rows
+    ]
+    return {"messages": messages, "changes": frames, "cursor": protocol.cursor(room.pk, last)}
+
+
+def room_messages_around(*, room: Room, message_id: int, limit: int) -> list[dict[str, Any]] | None:
+    """Up to `limit` messages before one, it, and up to `limit` after, oldest first; None when it is not there."""
+    rows = Message.objects.filter(room=room)
+    if not rows.filter(id=message_id).exists():
+        return None
+    before = list(rows.filter(id__lt=message_id).order_by("-id").values(*MESSAGE_FIELDS)[:limit])
+    after = list(rows.filter(id__gte=message_id).order_by("id").values(*MESSAGE_FIELDS)[: limit + 1])
+    return _frames([*reversed(before), *after])
+
+
+def room_messages_from_around(*, room: Room, message_id: int, context: int) -> tuple[list[dict[str, Any]], bool]:
+    """A room page opened at a message: `context` messages before it through the newest (at most RESUME_LIMIT).
+
+    Returns the messages, oldest first, and whether older ones exist.
+    """
+    rows = Message.objects.filter(room=room)
+    start = rows.filter(id__lt=message_id).order_by("-id").values_list("id", flat=True)[context : context + 1]
+    first = start[0] if start else 0
+    page = list(rows.filter(id__gt=first).order_by("id").values(*MESSAGE_FIELDS)[: protocol.RESUME_LIMIT])
+    return _frames(page), first > 0
+
+
+def message_edits(*, message: Message) -> list[dict[str, Any]]:
+    """Every earlier version of a message, oldest first (the first since its sent_at)."""
+    rows = MessageEdit.objects.filter(message=message).order_by("id").values_list("body", "edited_at")
+    return [protocol.edit_version(body, edited_at) for body, edited_at in rows]
+
+
+def message_search(*, user, q: str, room: Room | None = None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Messages holding every word of q in the rooms the user may read (or one of them), newest first."""
+    rows = messages_matching(q).filter(room__in=rooms_readable_by(user))
+    if room is not None:
+        rows = rows.filter(room=room)
+    page = list(rows.order_by("-id").values(*MESSAGE_FIELDS)[: limit + 1])
+    return _frames(page[:limit]), len(page) > limit

@@ -4,17 +4,21 @@ import logging
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import AuditEntry
 from accounts.services import audit_record_many
-from accounts.text import TextRefused, text_clean
+from accounts.text import TextRefused, emoji_clean, text_clean
 from chat import protocol
-from chat.models import DeletedMessage, Message, Room
+from chat.formatting import message_html
+from chat.models import Message, MessageEdit, Reaction, Room, RoomChange
 from chat.ratelimit import rate_take
+from chat.selectors import MESSAGE_FIELDS, message_reactions
 from realtime import protocol as transport
 from realtime.broadcast import broadcast_sync
 from realtime.protocol import ProtocolError
@@ -42,14 +46,33 @@ def client_id_clean(client_id: Any) -> str:
 
 
 def _stored(room: Room, user: AbstractBaseUser, client_id: str) -> dict[str, Any] | None:
-    row = (
-        Message.objects.filter(room=room, author=user, client_id=client_id)
-        .values("id", "body", "sent_at", "client_id")
-        .first()
-    )
+    row = Message.objects.filter(room=room, author=user, client_id=client_id).values(*MESSAGE_FIELDS).first()
     if row is None:
         return None
-    return protocol.message_frame({**row, "room__slug": room.slug, "author__username": user.get_username()})
+    return protocol.message_frame(row)
+
+
+# Every this many changes, a room's changes older than CHAT_DELETED_KEEP are pruned.
+_PRUNE_EVERY = 1000
+
+
+def _room_seq_take(room_id: int) -> int:
+    # The UPDATE takes the room row's lock until commit, so the room's changes
+    # commit in seq order and a client resuming after seq s misses none.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE chat_room SET change_seq = change_seq + 1 WHERE id = %s RETURNING change_seq", [room_id])
+        (seq,) = cursor.fetchone()
+    return seq
+
+
+def room_change_record(*, room_id: int, kind: str, message_id: int, seq: int | None = None) -> str:
+    """Log one change to a room in the current transaction (seq: one taken already); return the cursor after it."""
+    if seq is None:
+        seq = _room_seq_take(room_id)
+    RoomChange.objects.create(room_id=room_id, seq=seq, kind=kind, message_id=message_id)
+    if seq % _PRUNE_EVERY == 0:
+        RoomChange.objects.expired().filter(room_id=room_id).delete()
+    return protocol.cursor(room_id, seq)
 
 
 def message_post(
@@ -65,9 +88,13 @@ def message_post(
     wait = rate_take(user_id=user.pk)
     if wait > 0:
         raise ProtocolError(transport.RATE_LIMITED, f"Too many messages; the next one is allowed in {wait:.1f} s.")
+    html = message_html(text)
     try:
         with transaction.atomic():
-            message = Message.objects.create(room=room, author=user, body=text, client_id=client_id)
+            # The room's seq first: its lock orders the message ids with the changes.
+            seq = _room_seq_take(room.pk)
+            message = Message.objects.create(room=room, author=user, body=text, client_id=client_id, html=html)
+            seq_cursor = room_change_record(room_id=room.pk, kind=RoomChange.POSTED, message_id=message.id, seq=seq)
     except IntegrityError:
         # Two sockets sent the same client_id at once: the unique constraint
         # let one insert win, and the other answers with the winner's row.
@@ -83,14 +110,73 @@ def message_post(
             "body": message.body,
             "sent_at": message.sent_at,
             "client_id": message.client_id,
-        }
+            "html": message.html,
+            "edited_at": None,
+            "reaction_summary": [],
+        },
+        cursor=seq_cursor,
     )
     return frame, True
 
 
-def room_broadcast(*, slug: str, frame: dict[str, Any]) -> None:
+def _message_id_clean(message_id: Any) -> int:
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or not 0 < message_id < 2**63:
+        raise ProtocolError(transport.INVALID, "'id' must be a message id.")
+    return message_id
+
+
+def message_edit(*, room: Room, user: AbstractBaseUser, message_id: Any, body: Any) -> dict[str, Any]:
+    """Replace the body of one's own message within CHAT_EDIT_WINDOW, keeping the earlier one; the chat.edited frame.
+
+    ProtocolError: invalid for an unknown or deleted id or a bad body,
+    forbidden for another's message or one past the window; nothing changes.
+    """
+    message_id = _message_id_clean(message_id)
+    text = body_clean(body)
+    html = message_html(text)
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(room=room, id=message_id).first()
+        if message is None:
+            raise ProtocolError(transport.INVALID, "There is no such message in this room.")
+        if message.author_id != user.pk:
+            raise ProtocolError(transport.FORBIDDEN, "Only the author may edit a message.")
+        now = timezone.now()
+        if (now - message.sent_at).total_seconds() > settings.CHAT_EDIT_WINDOW:
+            raise ProtocolError(
+                transport.FORBIDDEN,
+                f"A message can be edited for {settings.CHAT_EDIT_WINDOW:g} seconds after it is sent.",
+            )
+        MessageEdit.objects.create(message=message, body=message.body, edited_at=message.edited_at or message.sent_at)
+        message.body, message.html, message.edited_at = text, html, now
+        message.save(update_fields=["body", "html", "edited_at"])
+        cursor = room_change_record(room_id=room.pk, kind=RoomChange.EDITED, message_id=message.id)
+    row = {"id": message.id, "body": message.body, "html": message.html, "edited_at": message.edited_at}
+    return protocol.edited_frame(room.slug, row, cursor)
+
+
+def message_react(*, room: Room, user: AbstractBaseUser, message_id: Any, emoji: Any) -> dict[str, Any]:
+    """Toggle one emoji of this user on a message; the chat.reactions frame with the whole new list."""
+    message_id = _message_id_clean(message_id)
+    try:
+        emoji = emoji_clean(emoji)
+    except TextRefused as refused:
+        raise ProtocolError(transport.INVALID, str(refused)) from None
+    with transaction.atomic():
+        # Locking the message keeps a delete from passing between the check and the toggle.
+        if not Message.objects.select_for_update().filter(room=room, id=message_id).exists():
+            raise ProtocolError(transport.INVALID, "There is no such message in this room.")
+        removed, _ = Reaction.objects.filter(message_id=message_id, user=user, emoji=emoji).delete()
+        if not removed:
+            Reaction.objects.create(message_id=message_id, user=user, emoji=emoji)
+        reactions = message_reactions([message_id]).get(message_id, [])
+        Message.objects.filter(id=message_id).update(reaction_summary=reactions)
+        cursor = room_change_record(room_id=room.pk, kind=RoomChange.REACTED, message_id=message_id)
+    return protocol.reactions_frame(room.slug, message_id, reactions, cursor)
+
+
+def room_broadcast(*, slug: str, frame: dict[str, Any], label: str = "chat_deleted") -> None:
     """Send a frame to every socket in a room, from sync code, with broadcast()'s bounded retry."""
-    broadcast_sync(protocol.room_group(slug), frame, label="chat_deleted")
+    broadcast_sync(protocol.room_group(slug), frame, label=label)
 
 
 def message_can_delete(*, user: AbstractBaseUser, author_id: int) -> bool:
@@ -104,13 +190,12 @@ def messages_delete(*, messages, actor: AbstractBaseUser | None = None) -> int:
     page), each deletion is recorded in the audit log in the same transaction.
     """
     with transaction.atomic():
-        gone = list(messages.values_list("id", "room_id", "room__slug", "author_id", "author__username"))
-        Message.objects.filter(id__in=[message_id for message_id, *_ in gone]).delete()
-        # Clients that are away now learn of it when they resume (chat.history's "deleted").
-        DeletedMessage.objects.bulk_create(
-            DeletedMessage(room_id=room_id, message_id=message_id) for message_id, room_id, *_ in gone
+        gone = list(
+            messages.order_by("room_id", "id").values_list(
+                "id", "room_id", "room__slug", "author_id", "author__username"
+            )
         )
-        DeletedMessage.objects.expired().delete()
+        Message.objects.filter(id__in=[message_id for message_id, *_ in gone]).delete()
         if actor is not None:
             audit_record_many(
                 actor=actor,
@@ -120,12 +205,15 @@ def messages_delete(*, messages, actor: AbstractBaseUser | None = None) -> int:
                     for message_id, _, slug, author_id, author in gone
                 ],
             )
-        for message_id, _, slug, *_ in gone:
+        # Clients that are away now learn of it when they resume (chat.history's "deleted", or its "changes").
+        for message_id, room_id, slug, *_ in gone:
+            cursor = room_change_record(room_id=room_id, kind=RoomChange.DELETED, message_id=message_id)
             transaction.on_commit(
-                lambda message_id=message_id, slug=slug: room_broadcast(
-                    slug=slug, frame=protocol.deleted_frame(message_id)
+                lambda message_id=message_id, slug=slug, cursor=cursor: room_broadcast(
+                    slug=slug, frame=protocol.deleted_frame(message_id, slug, cursor)
                 )
             )
+        RoomChange.objects.expired().delete()
     return len(gone)
 
 
@@ -153,7 +241,7 @@ def room_create(*, title: str, user: AbstractBaseUser) -> Room:
     slug = slugify(title)[:50].strip("-")
     if not protocol.slug_is_valid(slug):
         raise ValidationError("Use at least one letter or digit.", code="invalid")
-    if Room.objects.filter(slug=slug).exists():
+    if slug in protocol.RESERVED_SLUGS or Room.objects.filter(slug=slug).exists():
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug})
     try:
         with transaction.atomic():

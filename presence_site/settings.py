@@ -429,7 +429,11 @@ CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
 # How long a deleted message is remembered for clients that resume after it
 # (?after=<id>); one away for longer shows it until the page is loaded again.
+# It is also how long a room's change log (edits, deletions, reactions) is kept
+# for ?cursor=<c>: a cursor older than that is answered with a reset.
 CHAT_DELETED_KEEP = env_float("CHAT_DELETED_KEEP", 7 * 24 * 3600)
+# How long after sending (seconds) the author may edit a message (Zulip's default).
+CHAT_EDIT_WINDOW = env_float("CHAT_EDIT_WINDOW", 600)
 
 # The admin's activity dashboard keeps its minute samples and daily roll-ups
 # this many days. Every HOUSEKEEPING_INTERVAL seconds one process of the

@@ -14,5 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("api/", include("chat.api_urls")),
     path("", include("presence.urls")),
 ]

@@ -72,7 +72,7 @@ def test_messages_typing_and_html_like_text_show_live_as_text(live_server_factor
     expect(bodies(other_page)).to_have_text([payload])
     expect(other_page.locator("#typing")).to_have_text("")  # a message ends the typing line
     expect(bodies(alice_page)).to_have_text([payload])
-    expect(alice_page.locator("#messages li")).to_have_count(1)  # the stored copy replaced the draft
+    expect(alice_page.locator("#messages li.message")).to_have_count(1)  # the stored copy replaced the draft
     expect(alice_page.locator("#composer-body")).to_have_value("")
     expect(alice_page.locator("#messages li.message-own")).to_have_count(1)
     expect(other_page.locator("#messages li.message-own")).to_have_count(0)
@@ -115,7 +115,8 @@ def test_a_server_restart_resumes_the_room_with_every_message_once_in_order(
     room = Room.objects.create(slug="lobby", title="Lobby")
     alice, bob = make_user("alice"), make_user("bob")
     # A message the page's history shows: the resume point (messages seen live are not).
-    history_id = message_post(room=room, user=alice, body="earlier", client_id=None)[0]["id"]
+    message_post(room=room, user=alice, body="earlier", client_id=None)
+    history_seq = Room.objects.get(pk=room.pk).change_seq
     alice_page = room_page(new_context(second, alice))
     bob_context = new_context(first, bob)
     bob_context.add_init_script(RECORD_SOCKET_URLS)
@@ -139,6 +140,7 @@ def test_a_server_restart_resumes_the_room_with_every_message_once_in_order(
     expect(draft).to_contain_text("not sent yet, will retry")
     assert bob_page.evaluate("chatPage.pending().map(frame => frame.body)") == ["written offline"]
     # Alice deletes a message of bob's page history and one he saw live; he hears of neither now.
+    alice_page.on("dialog", lambda dialog: dialog.accept())
     for body in ("earlier", "before"):
         alice_page.locator("#messages li[data-id]", has_text=body).get_by_role("button", name="Delete").click()
     expect(bodies(alice_page)).to_have_text(gap)
@@ -150,9 +152,9 @@ def test_a_server_restart_resumes_the_room_with_every_message_once_in_order(
     expect(bodies(alice_page)).to_have_text(expected)
     expect(bob_page.locator("#messages li[data-client-id]")).to_have_count(0)
     assert bob_page.evaluate("chatPage.pending()") == []
-    # The reconnect resumed after the newest message of the page's history.
+    # The reconnect resumed from the cursor the page was rendered with, not from anything seen live.
     urls = bob_page.evaluate("window.__sockets")
-    assert all(url.endswith(f"/ws/chat/lobby/?after={history_id}") for url in urls), urls
+    assert all(url.endswith(f"/ws/chat/lobby/?cursor={room.pk}.{history_seq}") for url in urls), urls
     assert Message.objects.filter(body="written offline").count() == 1
     assert bob_page.errors == [] and alice_page.errors == []
 
@@ -269,3 +271,159 @@ def test_an_unsent_message_survives_closing_the_page_and_a_logout_forgets_it(ser
     third.locator(".logout-form button").click()
     third.wait_for_url(lambda url: "/chat/" not in url)
     assert third.evaluate("Object.keys(localStorage)") == []
+
+
+# ---------- edits, reactions, formatting, search, resume by cursor ----------
+
+
+def message_item(page: Page, text: str):
+    return page.locator("#messages li[data-id]", has_text=text)
+
+
+def test_edits_reactions_and_formatting_show_live_and_hostile_bodies_stay_inert(server, new_context, make_user):
+    Room.objects.create(slug="lobby", title="Lobby")
+    alice, bob = make_user("alice"), make_user("bob")
+    alice_page = room_page(new_context(server, alice))
+    alice_tab_two = room_page(new_context(server, alice))
+    bob_page = room_page(new_context(server, bob))
+
+    write(bob_page, "**bold** and https://example.com/a?b=1")
+    write(bob_page, "```\ndef f():\n    return 1\n```")
+    hostile = [
+        "<script>window.__pwned=1</script>",
+        '<img src=x onerror="window.__pwned=1">',
+        "[click](javascript:window.__pwned=1)",
+        "[data](data:text/html,<script>window.__pwned=1</script>)",
+        '<a href="javascript:window.__pwned=1">x</a>',
+        "&lt;b onmouseover=window.__pwned=1&gt;hover&lt;/b&gt; <b",
+    ]
+    for body in hostile:
+        write(bob_page, body)
+    expect(bodies(alice_page)).to_have_count(2 + len(hostile))
+
+    first = message_item(alice_page, "bold and")
+    expect(first.locator(".message-body strong")).to_have_text("bold")
+    link = first.locator(".message-body a")
+    expect(link).to_have_attribute("href", "https://example.com/a?b=1")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    expect(message_item(alice_page, "def f").locator("pre code")).to_have_text("def f():\n    return 1\n")
+    for body, node in zip(hostile, bodies(alice_page).all()[2:], strict=True):
+        expect(node).to_have_text(body.replace("&lt;", "<").replace("&gt;", ">"))
+    alice_page.locator("#messages a").last.hover()
+    assert alice_page.locator("#messages script, #messages img, #messages [onerror], #messages b").count() == 0
+    hrefs = alice_page.eval_on_selector_all("#messages a", "links => links.map(link => link.href)")
+    assert all(href.startswith("https://") for href in hrefs), hrefs
+
+    # Bob fixes his first message: alice's open page shows it, and "(edited)" opens the earlier version.
+    message_item(bob_page, "bold and").get_by_role("button", name="Edit this message").click()
+    editor = bob_page.locator(".message-editor textarea")
+    editor.fill("**bolder** now")
+    editor.press("Enter")
+    fixed = message_item(alice_page, "bolder now")
+    expect(fixed.locator(".message-body strong")).to_have_text("bolder")
+    fixed.get_by_role("button", name="(edited)").click()
+    expect(fixed.locator(".message-edits li")).to_have_count(1)
+    expect(fixed.locator(".message-edits")).to_contain_text("**bold** and https://example.com/a?b=1")
+
+    # A reaction from one of alice's tabs: the count changes live in bob's page and in her other tab.
+    fixed.get_by_role("button", name="React to this message").click()
+    fixed.get_by_role("button", name="React with 🎉").click()
+    for page in (bob_page, alice_tab_two):
+        chip = message_item(page, "bolder now").locator(".reaction")
+        expect(chip).to_have_text("🎉 1")
+        expect(chip).to_have_attribute("title", "alice")
+    message_item(bob_page, "bolder now").locator(".reaction").click()
+    expect(message_item(alice_tab_two, "bolder now").locator(".reaction")).to_have_text("🎉 2")
+    expect(message_item(alice_tab_two, "bolder now").locator(".reaction")).to_have_attribute("title", "alice, bob")
+    message_item(alice_tab_two, "bolder now").locator(".reaction").click()
+    expect(message_item(bob_page, "bolder now").locator(".reaction")).to_have_text("🎉 1")
+
+    for page in (alice_page, alice_tab_two, bob_page):
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.errors == []
+
+
+def test_a_search_hit_opens_the_room_at_the_message(server, new_context, make_user):
+    room = Room.objects.create(slug="lobby", title="Lobby")
+    alice = make_user("alice")
+    Message.objects.bulk_create(
+        Message(room=room, author=alice, body=f"filler {n}", client_id=f"f{n}", html=f"<p>filler {n}</p>")
+        for n in range(60)
+    )
+    target = message_post(room=room, user=alice, body="The quarterly <numbers> are in")[0]["id"]
+    Message.objects.bulk_create(
+        Message(room=room, author=alice, body=f"later {n}", client_id=f"l{n}", html=f"<p>later {n}</p>")
+        for n in range(60)
+    )
+    page = new_context(server, alice).new_page()
+    page.goto("/chat/")
+    page.get_by_label("Search messages").fill("quarterly NUMBERS")
+    page.get_by_label("Search messages").press("Enter")
+    expect(page).to_have_url(re.compile(r"/chat/search/\?q=quarterly"))
+    hit = page.locator(".search-result")
+    expect(hit).to_have_count(1)
+    expect(hit.locator("mark")).to_have_text(["quarterly", "numbers"])
+    expect(hit.locator(".search-body")).to_have_text("The quarterly <numbers> are in")
+    hit.locator("a").click()
+    expect(page).to_have_url(re.compile(rf"/chat/lobby/\?around={target}"))
+    opened = page.locator(f'#messages li[data-id="{target}"]')
+    expect(opened).to_have_class(re.compile(r"\bmessage-highlight\b"))
+    expect(opened).to_be_in_viewport()
+    # The room is live from there: the newest messages are below it.
+    expect(bodies(page).last).to_have_text("later 59")
+
+
+def test_a_page_offline_while_bob_edited_and_reacted_shows_both_after_it_reconnects(
+    live_server_factory, new_context, make_user
+):
+    first, second = live_server_factory(), live_server_factory()
+    room = Room.objects.create(slug="lobby", title="Lobby")
+    alice, bob = make_user("alice"), make_user("bob")
+    message_post(room=room, user=bob, body="see you at 10")
+    alice_page = room_page(new_context(first, alice))
+    bob_page = room_page(new_context(second, bob))
+    write(bob_page, "bring the slides")
+    expect(bodies(alice_page)).to_have_text(["see you at 10", "bring the slides"])
+
+    first.halt()
+    expect(alice_page.locator("#conn-state")).to_have_text("Reconnecting…")
+    message_item(bob_page, "see you at 10").get_by_role("button", name="Edit this message").click()
+    bob_page.locator(".message-editor textarea").fill("see you at _11_")
+    bob_page.locator(".message-editor textarea").press("Enter")
+    expect(message_item(bob_page, "see you at 11")).to_have_count(1)
+    slides = message_item(bob_page, "bring the slides")
+    slides.get_by_role("button", name="React to this message").click()
+    slides.get_by_role("button", name="React with 👍").click()
+    expect(slides.locator(".reaction")).to_have_text("👍 1")
+
+    first.start()
+    expect(alice_page.locator("#conn-state")).to_have_text("Back online", timeout=15_000)
+    expect(bodies(alice_page)).to_have_text(["see you at 11", "bring the slides"])
+    expect(message_item(alice_page, "see you at 11").locator("em")).to_have_text("11")
+    expect(message_item(alice_page, "see you at 11").get_by_role("button", name="(edited)")).to_be_visible()
+    expect(message_item(alice_page, "bring the slides").locator(".reaction")).to_have_text("👍 1")
+    assert alice_page.errors == [] and bob_page.errors == []
+
+
+def test_deleting_asks_first_and_a_moderator_is_told_whose_message_it_is(server, new_context, make_user):
+    room = Room.objects.create(slug="lobby", title="Lobby")
+    alice, moderator = make_user("alice"), make_user("mod", is_staff=True)
+    message_post(room=room, user=alice, body="first")
+    message_post(room=room, user=alice, body="second, a minute later")
+    page = room_page(new_context(server, moderator))
+    # One author's messages within a few minutes are one group, under one day line.
+    expect(page.locator("#messages .day-separator")).to_have_count(1)
+    expect(page.locator("#messages li.message-grouped")).to_have_count(1)
+    questions = []
+
+    def answer(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss() if len(questions) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    delete = message_item(page, "first").get_by_role("button", name="Delete")
+    delete.click()
+    assert questions == ["Delete alice's message? Everyone in the room stops seeing it."]
+    expect(bodies(page)).to_have_count(2)
+    delete.click()
+    expect(bodies(page)).to_have_text(["second, a minute later"])

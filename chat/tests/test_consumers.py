@@ -2,6 +2,7 @@
 
 import json
 import logging
+from unittest.mock import ANY
 
 import pytest
 from channels.db import database_sync_to_async
@@ -46,6 +47,11 @@ async def join(open_socket, user, slug: str = "lobby", query: str = ""):
     communicator.client = client
     communicator.session_key = session_key
     return communicator, history, presence
+
+
+def stored(frame: dict) -> dict:
+    """A message frame as a history lists it: live frames also carry the room's cursor."""
+    return {key: value for key, value in frame.items() if key != "cursor"}
 
 
 async def say(communicator, body: str, client_id: str | None = None) -> dict:
@@ -187,7 +193,7 @@ async def test_same_client_id_across_a_reconnect_is_stored_and_broadcast_once(op
     again, history, _ = await join(open_socket, alice, query=f"?after={first['id']}")
     assert history["messages"] == []
     second = await say(again, "only once", "retry-1")
-    assert second == first
+    assert stored(second) == stored(first)
     assert await nothing_but_presence(bob_socket)
     assert await database_sync_to_async(Message.objects.filter(client_id="retry-1").count)() == 1
 
@@ -201,7 +207,7 @@ async def test_resume_after_returns_exactly_the_missed_messages_in_order(open_so
     await bob_socket.disconnect()
     missed = [await say(alice_socket, f"missed {i}") for i in range(3)]
     bob_again, history, _ = await join(open_socket, bob, query=f"?after={seen['id']}")
-    assert history["messages"] == missed and history["has_more"] is False
+    assert history["messages"] == [stored(frame) for frame in missed] and history["has_more"] is False
     later = await say(alice_socket, "after the return")
     assert await next_of(bob_again, "chat.message") == later
 
@@ -398,7 +404,12 @@ async def test_moderator_delete_reaches_every_client(open_socket, people):
     response = await database_sync_to_async(mod_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
     assert response.status_code == 200
     for communicator in (alice_socket, bob_socket, mod_socket):
-        assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+        assert await next_of(communicator, "chat.deleted") == {
+            "type": "chat.deleted",
+            "id": sent["id"],
+            "room": "lobby",
+            "cursor": ANY,
+        }
     assert not await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
 
 
@@ -441,7 +452,12 @@ async def test_author_may_delete_but_another_user_may_not(open_socket, people):
     assert await database_sync_to_async(Message.objects.filter(id=sent["id"]).exists)()
     response = await database_sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
     assert response.status_code == 200
-    assert await next_of(bob_socket, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+    assert await next_of(bob_socket, "chat.deleted") == {
+        "type": "chat.deleted",
+        "id": sent["id"],
+        "room": "lobby",
+        "cursor": ANY,
+    }
 
 
 async def test_ending_a_users_sessions_closes_all_their_sockets_with_4000(open_socket, people):
@@ -474,7 +490,12 @@ async def test_admin_delete_and_end_sessions_action_reach_the_sockets(open_socke
     )
     assert response.status_code == 302
     for communicator in (alice_socket, bob_socket):
-        assert await next_of(communicator, "chat.deleted") == {"type": "chat.deleted", "id": sent["id"]}
+        assert await next_of(communicator, "chat.deleted") == {
+            "type": "chat.deleted",
+            "id": sent["id"],
+            "room": "lobby",
+            "cursor": ANY,
+        }
 
     spam = await say(alice_socket, "more spam")
     await next_of(bob_socket, "chat.message")
@@ -516,3 +537,175 @@ async def test_room_lists_show_statuses_and_leave_out_the_invisible_who_can_stil
     assert "bob" not in frame["statuses"]
     sent = await say(bob_socket, "still here, quietly")
     assert (await next_of(alice_socket, "chat.message"))["username"] == "bob" == sent["username"]
+
+
+# ---------- edit, reactions, resume by cursor ----------
+
+
+async def test_an_edit_reaches_the_room_with_its_html_and_keeps_the_earlier_version(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    sent = await say(alice_socket, "teh **typo**")
+    await next_of(bob_socket, "chat.message")
+    await alice_socket.send_json_to({"type": "chat.edit", "id": sent["id"], "body": "the **typo**"})
+    for communicator in (alice_socket, bob_socket):
+        edited = await next_of(communicator, "chat.edited")
+        assert edited["id"] == sent["id"] and edited["room"] == "lobby"
+        assert edited["body"] == "the **typo**" and edited["html"] == "<p>the <strong>typo</strong></p>"
+        assert edited["edited_at"] and edited["cursor"] != sent["cursor"]
+    versions = await database_sync_to_async(
+        lambda: list(Message.objects.get(id=sent["id"]).edits.values_list("body", flat=True))
+    )()
+    assert versions == ["teh **typo**"]
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_edits_of_anothers_message_or_past_the_window_are_forbidden_and_change_nothing(
+    open_socket, people, settings
+):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    sent = await say(alice_socket, "mine")
+    await next_of(bob_socket, "chat.message")
+    await bob_socket.send_json_to({"type": "chat.edit", "id": sent["id"], "body": "yours now"})
+    error = await next_of(bob_socket, "error")
+    assert error["code"] == "forbidden"
+    settings.CHAT_EDIT_WINDOW = 0
+    await alice_socket.send_json_to({"type": "chat.edit", "id": sent["id"], "body": "too late"})
+    assert (await next_of(alice_socket, "error"))["code"] == "forbidden"
+    assert await database_sync_to_async(lambda: Message.objects.get(id=sent["id"]).body)() == "mine"
+    assert await nothing_but_presence(bob_socket)
+    assert await answers_ping(alice_socket) and await answers_ping(bob_socket)
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "chat.edit", "id": 999_999, "body": "x"},
+        {"type": "chat.edit", "id": "1", "body": "x"},
+        {"type": "chat.edit", "id": True, "body": "x"},
+        {"type": "chat.edit", "id": "SENT", "body": "   "},
+        {"type": "chat.edit", "id": "SENT", "body": "x" * 2001},
+        {"type": "chat.edit", "id": "SENT"},
+        {"type": "chat.react", "id": "SENT", "emoji": "ab"},
+        {"type": "chat.react", "id": "SENT", "emoji": "👍👍"},
+        {"type": "chat.react", "id": "SENT", "emoji": ""},
+        {"type": "chat.react", "id": "SENT", "emoji": None},
+        {"type": "chat.react", "id": 999_999, "emoji": "👍"},
+    ],
+)
+async def test_bad_edit_and_react_frames_get_invalid_and_change_nothing(open_socket, people, frame):
+    alice, *_ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    sent = await say(alice_socket, "keep me")
+    frame = {key: sent["id"] if value == "SENT" else value for key, value in frame.items()}
+    await alice_socket.send_json_to(frame)
+    error = await next_of(alice_socket, "error")
+    assert error["code"] == "invalid", error
+    message = await database_sync_to_async(Message.objects.get)(id=sent["id"])
+    assert message.body == "keep me" and message.edited_at is None
+    assert not await database_sync_to_async(message.reactions.exists)()
+    assert await answers_ping(alice_socket)
+    await alice_socket.disconnect()
+
+
+async def test_a_deleted_message_can_be_neither_edited_nor_reacted_to(open_socket, people):
+    alice, *_ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    sent = await say(alice_socket, "soon gone")
+    await database_sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{sent['id']}/delete")
+    await next_of(alice_socket, "chat.deleted")
+    await alice_socket.send_json_to({"type": "chat.edit", "id": sent["id"], "body": "back?"})
+    assert (await next_of(alice_socket, "error"))["code"] == "invalid"
+    await alice_socket.send_json_to({"type": "chat.react", "id": sent["id"], "emoji": "👍"})
+    assert (await next_of(alice_socket, "error"))["code"] == "invalid"
+    await alice_socket.disconnect()
+
+
+async def test_a_reaction_toggles_and_every_socket_gets_the_whole_list(open_socket, people):
+    alice, bob, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, *_ = await join(open_socket, bob)
+    sent = await say(alice_socket, "react to me")
+    await next_of(bob_socket, "chat.message")
+    family = "👨\u200d👩\u200d👧"
+    await bob_socket.send_json_to({"type": "chat.react", "id": sent["id"], "emoji": "👍"})
+    await next_of(bob_socket, "chat.reactions")
+    await alice_socket.send_json_to({"type": "chat.react", "id": sent["id"], "emoji": "👍"})
+    frame = await next_of(alice_socket, "chat.reactions")
+    frame = await next_of(alice_socket, "chat.reactions") if len(frame["reactions"][0]["users"]) == 1 else frame
+    assert frame["reactions"] == [{"emoji": "👍", "users": ["alice", "bob"]}] and frame["cursor"]
+    await bob_socket.send_json_to({"type": "chat.react", "id": sent["id"], "emoji": family})
+    await bob_socket.send_json_to({"type": "chat.react", "id": sent["id"], "emoji": "👍"})
+    frames = [await next_of(alice_socket, "chat.reactions") for _ in range(2)]
+    # (alice's own second frame may still be in flight on bob's socket: read what is there)
+    assert frames[-1]["reactions"] == [{"emoji": "👍", "users": ["alice"]}, {"emoji": family, "users": ["bob"]}]
+    await alice_socket.disconnect()
+    await bob_socket.disconnect()
+
+
+async def test_a_page_back_with_its_cursor_gets_what_it_missed(open_socket, people):
+    alice, bob, mod = people
+    alice_socket, *_ = await join(open_socket, alice)
+    bob_socket, bob_history, _ = await join(open_socket, bob)
+    older = await say(bob_socket, "older")
+    doomed = await say(bob_socket, "doomed")
+    await next_of(alice_socket, "chat.message")
+    await next_of(alice_socket, "chat.message")
+    await alice_socket.disconnect()
+    away, history, _ = await join(open_socket, alice)
+    cursor = history["cursor"]
+    await away.disconnect()
+    # While alice is away: bob edits and reacts to an older message, one is deleted, one is new.
+    await bob_socket.send_json_to({"type": "chat.edit", "id": older["id"], "body": "older, _fixed_"})
+    await next_of(bob_socket, "chat.edited")
+    await bob_socket.send_json_to({"type": "chat.react", "id": older["id"], "emoji": "🎉"})
+    await next_of(bob_socket, "chat.reactions")
+    await database_sync_to_async(bob_socket.client.post)(f"/chat/lobby/messages/{doomed['id']}/delete")
+    await next_of(bob_socket, "chat.deleted")
+    new = await say(bob_socket, "new")
+    back, resumed, _ = await join(open_socket, alice, query=f"?cursor={cursor}")
+    assert [m["id"] for m in resumed["messages"]] == [new["id"]] and "reset" not in resumed
+    kinds = {(change["type"], change["id"]) for change in resumed["changes"]}
+    assert kinds == {("chat.deleted", doomed["id"]), ("chat.edited", older["id"]), ("chat.reactions", older["id"])}
+    edited = next(change for change in resumed["changes"] if change["type"] == "chat.edited")
+    assert edited["html"] == "<p>older, <em>fixed</em></p>"
+    reactions = next(change for change in resumed["changes"] if change["type"] == "chat.reactions")
+    assert reactions["reactions"] == [{"emoji": "🎉", "users": ["bob"]}]
+    assert resumed["cursor"] == new["cursor"]
+    await back.disconnect()
+    # Back again at once: nothing is missed twice.
+    again, quiet, _ = await join(open_socket, alice, query=f"?cursor={resumed['cursor']}")
+    assert quiet["messages"] == [] and quiet["changes"] == []
+    await again.disconnect()
+    await bob_socket.disconnect()
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "999999.1", "1.99999999", ""])
+async def test_an_unknown_cursor_gets_the_last_messages_and_a_reset(open_socket, people, cursor):
+    alice, *_ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    sent = await say(alice_socket, "latest")
+    await alice_socket.disconnect()
+    back, history, _ = await join(open_socket, alice, query=f"?cursor={cursor}")
+    assert history["reset"] is True and history["messages"][-1]["id"] == sent["id"] and history["cursor"]
+    await back.disconnect()
+
+
+async def test_an_expired_cursor_gets_a_reset(open_socket, people, settings):
+    alice, *_ = people
+    alice_socket, history, _ = await join(open_socket, alice)
+    await say(alice_socket, "first")
+    await alice_socket.disconnect()
+    settings.CHAT_DELETED_KEEP = 0
+    # A deletion prunes what is older than CHAT_DELETED_KEEP: the change after the cursor is gone.
+    other = await database_sync_to_async(lambda: Message.objects.first())()
+    await database_sync_to_async(alice_socket.client.post)(f"/chat/lobby/messages/{other.id}/delete")
+    back, resumed, _ = await join(open_socket, alice, query=f"?cursor={history['cursor']}")
+    assert resumed["reset"] is True
+    await back.disconnect()

@@ -78,3 +78,41 @@ def test_messages_after_are_exact_and_capped(make_user, make_room, django_assert
     page, more = room_messages_after(room=room, after=0, limit=25)
     assert [m["id"] for m in page] == ids[:25] and more
     assert room_messages_after(room=room, after=ids[-1]) == ([], False)
+
+
+def test_a_resume_by_cursor_costs_three_queries_whatever_was_missed(make_user, make_room, django_assert_num_queries):
+    from chat.selectors import room_cursor, room_resume
+    from chat.services import message_edit, message_post, message_react
+
+    alice, room = make_user("alice"), make_room()
+    sent = [message_post(room=room, user=alice, body=f"m{i}")[0]["id"] for i in range(6)]
+    cursor = room_cursor(room=room)
+    for message_id in sent[:3]:
+        message_edit(room=room, user=alice, message_id=message_id, body="edited")
+        message_react(room=room, user=alice, message_id=message_id, emoji="👍")
+    new = message_post(room=room, user=alice, body="new")[0]["id"]
+    # The room's seq, its changes, their messages (with their reactions).
+    with django_assert_num_queries(3):
+        missed = room_resume(room=room, cursor=cursor)
+    assert [m["id"] for m in missed["messages"]] == [new]
+    assert sorted((c["type"], c["id"]) for c in missed["changes"]) == sorted(
+        [("chat.edited", i) for i in sent[:3]] + [("chat.reactions", i) for i in sent[:3]]
+    )
+    assert room_resume(room=room, cursor=missed["cursor"]) == {
+        "messages": [],
+        "changes": [],
+        "cursor": missed["cursor"],
+    }
+
+
+def test_a_socket_opens_with_the_history_and_its_cursor_in_one_query(make_user, make_room, django_assert_num_queries):
+    from chat.selectors import room_cursor, room_history_cursor
+    from chat.services import message_post, message_react
+
+    alice, room = make_user("alice"), make_room()
+    sent = [message_post(room=room, user=alice, body=f"m{i}")[0]["id"] for i in range(3)]
+    message_react(room=room, user=alice, message_id=sent[0], emoji="👍")
+    with django_assert_num_queries(1):
+        messages, more, cursor = room_history_cursor(room=room)
+    assert [m["id"] for m in messages] == sent and not more and cursor == room_cursor(room=room)
+    assert messages[0]["reactions"] == [{"emoji": "👍", "users": ["alice"]}] and messages[1]["reactions"] == []

@@ -1,10 +1,14 @@
 /* A chat room, kept live over /ws/chat/<room>/ through the shared socket module (socket.js).
  *
- * - Each (re)connect resumes with ?after=<newest id of the last history>, so a
- *   message sent while this page was disconnected shows once, in order. Not the
- *   newest seen live: messages stored by two processes can arrive out of id
- *   order, and one whose broadcast was lost in a fault would sit below the
- *   newest and never be fetched on resume. Messages are shown once by id.
+ * - Each (re)connect resumes with ?cursor=<cursor of the last history> (the page's
+ *   own, rendered with it, the first time), so a message sent while this page was
+ *   disconnected shows once, in order, and every edit, deletion and reaction
+ *   change it missed is applied ("changes"); a cursor too old is answered with
+ *   the last messages and "reset". Not the newest cursor seen live: frames from
+ *   two processes can arrive out of order, and one whose broadcast was lost in a
+ *   fault would never be fetched on resume. Messages are shown once by id.
+ * - A message's body is its server-rendered, sanitized "html": the one thing this
+ *   page inserts as markup. Drafts not yet stored show their text.
  * - A message written here waits in the socket's outbox under its client_id
  *   until its stored copy comes back ("sending…"); after a reconnect, or when
  *   the server asks to slow down, it is sent again with the same client_id,
@@ -43,7 +47,8 @@
   var STATUS_TEXT = { pending: "sending…", failed: "not sent yet, will retry" };
   var DRAFTS_KEY = PresenceSite.DRAFTS_PREFIX + me + "/" + room;
 
-  var resumeId = 0;        // the newest id of the page's or the last chat.history: where a resume starts
+  var resumeId = 0;        // the newest id of the page's or the last chat.history (for ?after, without a cursor)
+  var resumeCursor = initial.cursor || null; // the cursor of the page or of the last chat.history
   var oldestId = null;     // the oldest, for loading earlier history
   var resumeFrom = 0;      // the ?after of the current connection (0: none)
   var drafts = new Map();  // client_id -> {body, node, status, sentAt}: written here, not yet stored
@@ -89,17 +94,212 @@
     }
     if (message.id !== undefined) {
       li.dataset.id = String(message.id);
+      li.dataset.username = message.username;
+      if (message.sent_at) li.dataset.sentAt = message.sent_at;
       if (initial.moderator || own) {
         var remove = el("button", "message-delete", "Delete");
         remove.type = "button";
         remove.setAttribute("aria-label", "Delete this message from " + message.username);
-        remove.addEventListener("click", function () { deleteMessage(message.id); });
+        remove.addEventListener("click", function () { deleteMessage(message.id, message.username); });
         meta.appendChild(remove);
       }
+      meta.appendChild(messageTools(li, message));
     }
-    bubble.append(meta, el("p", "message-body", message.body));
+    bubble.append(meta, bodyNode(message));
     li.appendChild(bubble);
+    if (message.id !== undefined) {
+      bubble.appendChild(reactionsNode(message.id, message.reactions || []));
+      showEdited(li, message.edited_at);
+    }
     return li;
+  }
+
+  /* ---------- formatting, edits, reactions ---------- */
+
+  var COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
+
+  /* The stored message's body: its server-rendered, sanitized html (the one markup this page inserts). */
+  function bodyNode(message) {
+    var body = el("div", "message-body");
+    if (typeof message.html === "string" && message.html) {
+      body.classList.add("message-html");
+      body.innerHTML = message.html;
+    } else {
+      body.textContent = message.body;
+    }
+    return body;
+  }
+
+  function messageNodeById(id) {
+    return list.querySelector('li[data-id="' + id + '"]');
+  }
+
+  function showEdited(li, editedAt) {
+    var meta = li.querySelector(".message-meta");
+    var marker = meta.querySelector(".message-edited");
+    if (!editedAt) return;
+    if (!marker) {
+      marker = el("button", "message-edited", "(edited)");
+      marker.type = "button";
+      marker.setAttribute("aria-expanded", "false");
+      marker.addEventListener("click", function () { toggleEdits(li); });
+      meta.appendChild(marker);
+    }
+    marker.title = "Edited " + new Date(editedAt).toLocaleString() + ": show earlier versions";
+    var open = li.querySelector(".message-edits");
+    if (open) { open.remove(); marker.setAttribute("aria-expanded", "false"); }
+  }
+
+  /* "(edited)" opens the earlier versions, oldest first, fetched when asked for. */
+  function toggleEdits(li) {
+    var marker = li.querySelector(".message-edited");
+    var open = li.querySelector(".message-edits");
+    if (open) { open.remove(); marker.setAttribute("aria-expanded", "false"); return; }
+    fetch("/api/rooms/" + room + "/messages/" + li.dataset.id + "/edits", { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (payload) {
+        var versions = el("ol", "message-edits");
+        versions.setAttribute("aria-label", "Earlier versions");
+        payload.edits.forEach(function (edit) {
+          var item = el("li");
+          var when = el("time", "", stamp(edit.edited_at) + " ");
+          when.dateTime = edit.edited_at;
+          item.append(when, el("span", "message-edit-body", edit.body));
+          versions.appendChild(item);
+        });
+        li.querySelector(".message-bubble").insertBefore(versions, li.querySelector(".reactions"));
+        marker.setAttribute("aria-expanded", "true");
+      })
+      .catch(function () { showError("The earlier versions could not be loaded."); });
+  }
+
+  function applyEdited(frame) {
+    var li = messageNodeById(frame.id);
+    if (!li) return;
+    var old = li.querySelector(".message-body");
+    var fresh = bodyNode(frame);
+    old.replaceWith(fresh);
+    li.dataset.body = frame.body;
+    showEdited(li, frame.edited_at);
+  }
+
+  function messageTools(li, message) {
+    var tools = el("span", "message-tools");
+    var react = el("button", "message-react", "☺+");
+    react.type = "button";
+    react.setAttribute("aria-label", "React to this message");
+    react.addEventListener("click", function () { togglePicker(li, message.id); });
+    tools.appendChild(react);
+    li.dataset.body = message.body;
+    var editable = message.username === me && message.sent_at &&
+      Date.now() - new Date(message.sent_at).getTime() < initial.edit_window * 1000;
+    if (editable) {
+      var edit = el("button", "message-edit", "Edit");
+      edit.type = "button";
+      edit.setAttribute("aria-label", "Edit this message");
+      edit.addEventListener("click", function () { openEditor(li); });
+      tools.appendChild(edit);
+    }
+    return tools;
+  }
+
+  function openEditor(li) {
+    if (li.querySelector(".message-editor")) return;
+    var editor = el("form", "message-editor");
+    var area = el("textarea");
+    area.value = li.dataset.body || "";
+    area.setAttribute("aria-label", "New text of the message");
+    var save = el("button", "button", "Save");
+    save.type = "submit";
+    var cancel = el("button", "button button-secondary", "Cancel");
+    cancel.type = "button";
+    editor.append(area, save, cancel);
+    cancel.addEventListener("click", function () { editor.remove(); });
+    editor.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = area.value.trim();
+      if (!body || body === li.dataset.body) { editor.remove(); return; }
+      if (socket.send({ type: "chat.edit", id: Number(li.dataset.id), body: area.value })) editor.remove();
+      else showError("Not connected: the edit was not sent.");
+    });
+    area.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); editor.requestSubmit(); }
+      if (event.key === "Escape") editor.remove();
+    });
+    li.querySelector(".message-bubble").insertBefore(editor, li.querySelector(".reactions"));
+    area.focus();
+  }
+
+  function react(id, emoji) {
+    if (!socket.send({ type: "chat.react", id: id, emoji: emoji })) showError("Not connected: the reaction was not sent.");
+  }
+
+  function togglePicker(li, id) {
+    var open = li.querySelector(".reaction-picker");
+    if (open) { open.remove(); return; }
+    var picker = el("div", "reaction-picker");
+    picker.setAttribute("role", "group");
+    picker.setAttribute("aria-label", "Pick a reaction");
+    COMMON_EMOJI.forEach(function (emoji) {
+      var choice = el("button", "", emoji);
+      choice.type = "button";
+      choice.setAttribute("aria-label", "React with " + emoji);
+      choice.addEventListener("click", function () { react(id, emoji); picker.remove(); });
+      picker.appendChild(choice);
+    });
+    li.querySelector(".message-bubble").appendChild(picker);
+  }
+
+  /* Counts under the message; who reacted in the title (hover) and the label (focus, screen readers). */
+  function reactionsNode(id, reactions) {
+    var row = el("div", "reactions");
+    reactions.forEach(function (reaction) {
+      var mine = reaction.users.indexOf(me) !== -1;
+      var chip = el("button", "reaction" + (mine ? " reaction-mine" : ""), reaction.emoji + " " + reaction.users.length);
+      chip.type = "button";
+      chip.dataset.emoji = reaction.emoji;
+      chip.title = reaction.users.join(", ");
+      chip.setAttribute("aria-pressed", mine ? "true" : "false");
+      chip.setAttribute("aria-label", reaction.emoji + " by " + reaction.users.join(", "));
+      chip.addEventListener("click", function () { react(id, reaction.emoji); });
+      row.appendChild(chip);
+    });
+    return row;
+  }
+
+  /* A message shown already, as it is stored now (a resume lists messages seen live too, as they are now). */
+  function refresh(message) {
+    if (message.edited_at) applyEdited(message);
+    if (message.reactions) applyReactions(message);
+  }
+
+  function applyReactions(frame) {
+    var li = messageNodeById(frame.id);
+    if (!li) return;
+    li.querySelector(".reactions").replaceWith(reactionsNode(frame.id, frame.reactions));
+  }
+
+  /* ---------- grouping and days ---------- */
+
+  var GROUP_MS = 5 * 60 * 1000;
+
+  /* One author's messages within a few minutes read as one group; a line marks each new day. */
+  function regroup() {
+    list.querySelectorAll(".day-separator").forEach(function (node) { node.remove(); });
+    var previous = null;
+    list.querySelectorAll("li[data-id]").forEach(function (li) {
+      var at = li.dataset.sentAt ? new Date(li.dataset.sentAt) : null;
+      var grouped = false;
+      if (at && (!previous || previous.at.toDateString() !== at.toDateString())) {
+        var day = el("li", "day-separator", at.toLocaleDateString([], { weekday: "long", day: "numeric", month: "long", year: "numeric" }));
+        day.setAttribute("role", "separator");
+        list.insertBefore(day, li);
+      } else if (at && previous && previous.username === li.dataset.username && at - previous.at < GROUP_MS) {
+        grouped = true;
+      }
+      li.classList.toggle("message-grouped", grouped);
+      if (at) previous = { at: at, username: li.dataset.username };
+    });
   }
 
   function hasMessage(id) {
@@ -122,12 +322,13 @@
     var fresh = 0;
     messages.forEach(function (message) {
       if (message.username === me) settleDraft(message.client_id);
-      if (hasMessage(message.id)) return;
+      if (hasMessage(message.id)) { refresh(message); return; }
       place(messageNode(message), message.id);
       if (oldestId === null || message.id < oldestId) oldestId = message.id;
       if (message.username !== me) fresh += 1;
     });
     if (unread && fresh) PresenceSocket.unread.bump(fresh);
+    regroup();
     if (pinned) scrollToEnd();
   }
 
@@ -298,7 +499,9 @@
     errorLine.hidden = !text;
   }
 
-  function deleteMessage(id) {
+  function deleteMessage(id, author) {
+    var question = author === me ? "Delete your message?" : "Delete " + author + "'s message? Everyone in the room stops seeing it.";
+    if (!window.confirm(question)) return;
     fetch("/chat/" + room + "/messages/" + id + "/delete", {
       method: "POST", headers: { "X-CSRFToken": csrf }, credentials: "same-origin"
     }).then(function (response) {
@@ -308,7 +511,7 @@
 
   function removeMessage(id) {
     var node = list.querySelector('li[data-id="' + id + '"]');
-    if (node) node.remove();
+    if (node) { node.remove(); regroup(); }
   }
 
   function fitComposer() {
@@ -316,15 +519,39 @@
     input.style.height = input.scrollHeight + 2 + "px";
   }
 
+  /* A history on connect: new messages, and (resumed by cursor) the changes to older ones, as their frames. */
+  function applyHistory(frame) {
+    // A resumed history names what was deleted while this page was away (?after= or ?cursor=).
+    (frame.deleted || []).forEach(removeMessage);
+    add(frame.messages, resumeFrom !== 0);
+    (frame.changes || []).forEach(onFrame);
+    frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
+    if (resumeFrom === 0) showOlder(frame.has_more);
+    else if (frame.has_more) jumpToLatest();
+  }
+
+  /* Away too long for the cursor: the stored messages shown are replaced by the last page. */
+  function resetTo(frame) {
+    list.querySelectorAll("li[data-id], .day-separator").forEach(function (node) { node.remove(); });
+    oldestId = null;
+    add(frame.messages, false);
+    frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
+    showOlder(frame.has_more);
+    scrollToEnd();
+  }
+
   function onFrame(frame) {
     switch (frame.type) {
       case "chat.history":
-        // A resumed history names what was deleted while this page was away.
-        (frame.deleted || []).forEach(removeMessage);
-        add(frame.messages, resumeFrom > 0);
-        frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
-        if (resumeFrom === 0) showOlder(frame.has_more);
-        else if (frame.has_more) jumpToLatest();
+        if (frame.reset) resetTo(frame);
+        else applyHistory(frame);
+        if (frame.cursor) resumeCursor = frame.cursor;
+        break;
+      case "chat.edited":
+        applyEdited(frame);
+        break;
+      case "chat.reactions":
+        applyReactions(frame);
         break;
       case "chat.message":
         add([frame], true);
@@ -352,6 +579,9 @@
           // Refused before it was read (too many frames): send the outbox again shortly.
           markDrafts("failed");
           scheduleResend();
+        } else if (frame.code === "forbidden" || frame.code === "invalid") {
+          // An edit or a reaction that was refused: nothing changed.
+          showError(frame.detail);
         }
         break;
     }
@@ -363,6 +593,10 @@
 
   var socket = PresenceSocket.open(path, {
     url: function () {
+      if (resumeCursor) {
+        resumeFrom = resumeCursor;
+        return path + "?cursor=" + encodeURIComponent(resumeCursor);
+      }
       resumeFrom = resumeId;
       return resumeId > 0 ? path + "?after=" + resumeId : path;
     },
@@ -415,5 +649,16 @@
   add(initial.messages, false);
   showOlder(initial.has_more);
   showUsers(initial.users, initial.statuses);
-  scrollToEnd();
+  openAtMessage();
+  window.chatRoom = { cursor: function () { return resumeCursor; } };
+
+  /* ?around=<id> (a search hit): the page opens at that message, highlighted; else at the newest. */
+  function openAtMessage() {
+    var target = initial.around !== null && initial.around !== undefined ? messageNodeById(initial.around) : null;
+    if (!target) { scrollToEnd(); return; }
+    target.classList.add("message-highlight");
+    target.setAttribute("tabindex", "-1");
+    target.scrollIntoView({ block: "center" });
+    target.focus({ preventScroll: true });
+  }
 })();
