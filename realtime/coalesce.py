@@ -33,6 +33,8 @@ class _Topic:
         self.failures = 0
         self.task: asyncio.Task | None = None
         self.flushing = False
+        # One flush at a time: a change queued while one is being sent waits for it, and then for the window.
+        self.lock = asyncio.Lock()
 
 
 class Coalescer:
@@ -67,37 +69,39 @@ class Coalescer:
 
     async def _flush(self, topic: str, state: _Topic) -> None:
         loop = self.runtime.loop
-        try:
-            delay = state.last_flush + self.window() - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        finally:
-            # Changes from here on schedule the next flush.
-            state.task = None
-        batch, state.pending = state.pending, {}
-        if not batch:
-            return
-        state.flushing = True
-        try:
-            delivered = await self.flush(topic, batch)
-        except Exception:
-            logger.exception("coalesced flush of %s failed", topic)
-            delivered = False
-        finally:
-            state.flushing = False
-        if delivered:
-            state.failures = 0
-            state.last_flush = loop.time()
-            self._forget_quiet_topics()
-            return
-        # Put the batch back behind anything newer, and wait out a pause instead of the window.
-        for key, change in batch.items():
-            state.pending.setdefault(key, change)
-        pause = RETRY_DELAYS[min(state.failures, len(RETRY_DELAYS) - 1)]
-        state.failures += 1
-        state.last_flush = loop.time() + pause - self.window()
-        if state.task is None:
-            state.task = self.runtime.spawn(self._flush(topic, state), failure=f"coalesced flush of {topic} failed")
+        async with state.lock:
+            try:
+                # The window runs from when the previous flush was handed over, so a slow one cannot bunch two.
+                delay = state.last_flush + self.window() - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            finally:
+                # Changes from here on schedule the next flush.
+                state.task = None
+            batch, state.pending = state.pending, {}
+            if not batch:
+                return
+            state.flushing = True
+            try:
+                delivered = await self.flush(topic, batch)
+            except Exception:
+                logger.exception("coalesced flush of %s failed", topic)
+                delivered = False
+            finally:
+                state.flushing = False
+            if delivered:
+                state.failures = 0
+                state.last_flush = loop.time()
+                self._forget_quiet_topics()
+                return
+            # Put the batch back behind anything newer, and wait out a pause instead of the window.
+            for key, change in batch.items():
+                state.pending.setdefault(key, change)
+            pause = RETRY_DELAYS[min(state.failures, len(RETRY_DELAYS) - 1)]
+            state.failures += 1
+            state.last_flush = loop.time() + pause - self.window()
+            if state.task is None:
+                state.task = self.runtime.spawn(self._flush(topic, state), failure=f"coalesced flush of {topic} failed")
 
     def _forget_quiet_topics(self) -> None:
         """Drop topics with nothing pending whose window has passed (a room nobody is in any more)."""

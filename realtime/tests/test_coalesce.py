@@ -67,3 +67,26 @@ async def test_topics_flush_apart():
     coalescer.add("chat.room.b", "users", True)
     await wait_for(2)
     assert sorted(topic for topic, _ in flushed) == ["chat.room.a", "chat.room.b"]
+
+
+async def test_a_change_during_a_slow_flush_waits_for_it_and_then_for_the_window():
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+    release = asyncio.Event()
+
+    async def slow(topic: str, batch: dict) -> bool:
+        sent_at.append(loop.time())
+        if len(sent_at) == 1:
+            await release.wait()  # the layer takes its time with the first one
+        return True
+
+    coalescer = Coalescer(Runtime(loop), slow, window=lambda: 0.1)
+    coalescer.add("presence", "alice", "join")
+    await asyncio.sleep(0.01)
+    coalescer.add("presence", "bob", "join")  # while the first is still being sent
+    await asyncio.sleep(0.15)
+    release.set()
+    finished = loop.time()
+    while len(sent_at) < 2:
+        await asyncio.sleep(0.01)
+    assert sent_at[1] - finished >= 0.09, "the second flush waits a whole window after the first was handed over"
