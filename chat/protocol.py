@@ -7,7 +7,7 @@ docs/protocol.md describes both in prose.
 import re
 from typing import Any
 
-from realtime.protocol import iso
+from realtime.protocol import INVALID, ProtocolError, iso
 
 # The endpoint's name in logs, metrics and connection rows.
 ENDPOINT = "chat"
@@ -15,14 +15,23 @@ ENDPOINT = "chat"
 SLUG_PATTERN = "[a-z0-9-]{1,50}"
 _SLUG = re.compile(SLUG_PATTERN)
 
-# Client → server (chat.message and chat.typing also go server → client).
+# Room kinds: anyone logged in may read a public room; only its two members a direct one.
+KIND_PUBLIC = "public"
+KIND_DIRECT = "direct"
+# A direct room's slug names its two members' ids, lower first; no public room may take one.
+_DIRECT_SLUG = re.compile(r"dm-[0-9]+-[0-9]+")
+
+# Client → server (chat.message, chat.typing and chat.read also go server → client).
 CHAT_MESSAGE = "chat.message"
 CHAT_TYPING = "chat.typing"
+CHAT_READ = "chat.read"
 
 # Server → client.
 CHAT_HISTORY = "chat.history"
 CHAT_DELETED = "chat.deleted"
 ROOM_PRESENCE = "room.presence"
+# To each member's own sockets (their user group), on any endpoint.
+ROOM_ACTIVITY = "room.activity"
 
 BODY_MAX_CHARS = 2000
 TITLE_MAX_CHARS = 100
@@ -48,11 +57,32 @@ def client_id_echo(client_id: object) -> str | None:
     return client_id if client_id_is_valid(client_id) else None
 
 
+def direct_slug(user_id: int, other_id: int) -> str:
+    """The slug of the direct room of two users: dm-<low id>-<high id>."""
+    low, high = sorted((int(user_id), int(other_id)))
+    return f"dm-{low}-{high}"
+
+
+def slug_is_direct(slug: str) -> bool:
+    """Whether a slug is of the direct-room form (reserved: a public room never takes it)."""
+    return _DIRECT_SLUG.fullmatch(slug) is not None
+
+
 def room_group(slug: str) -> str:
     """The layer group of a room; only ever built from a validated slug."""
     if not slug_is_valid(slug):
         raise ValueError(f"not a room slug: {slug!r}")
     return f"chat.room.{slug}"
+
+
+def mentions_list(stored: str) -> list[str]:
+    """The usernames of Message.mentions (" alice bob "), as a sorted list."""
+    return stored.split()
+
+
+def mentions_stored(usernames: set[str]) -> str:
+    """Message.mentions for a set of usernames: sorted, space-separated, a space at each end; "" for none."""
+    return f" {' '.join(sorted(usernames))} " if usernames else ""
 
 
 def message_frame(message: dict[str, Any]) -> dict[str, Any]:
@@ -65,17 +95,55 @@ def message_frame(message: dict[str, Any]) -> dict[str, Any]:
         "body": message["body"],
         "sent_at": iso(message["sent_at"]),
         "client_id": message["client_id"],
+        "mentions": mentions_list(message["mentions"]),
     }
 
 
 def history_frame(
-    room: str, messages: list[dict[str, Any]], has_more: bool, deleted: list[int] | None = None
+    room: str,
+    messages: list[dict[str, Any]],
+    has_more: bool,
+    deleted: list[int] | None = None,
+    *,
+    last_read: int | None = None,
 ) -> dict[str, Any]:
-    """The history on connect; a resumed one (?after=<id>) also names the recently deleted messages."""
-    frame = {"type": CHAT_HISTORY, "room": room, "messages": messages, "has_more": has_more}
+    """The history on connect, with the reader's marker as the socket opened (None: nothing read).
+
+    A resumed one (?after=<id>) also names the recently deleted messages.
+    """
+    frame = {"type": CHAT_HISTORY, "room": room, "messages": messages, "has_more": has_more, "last_read": last_read}
     if deleted is not None:
         frame["deleted"] = deleted
     return frame
+
+
+def read_up_to(frame: dict[str, Any]) -> int:
+    """The id of a chat.read frame's up_to, or ProtocolError: a whole number above 0 (never a bool or a float)."""
+    up_to = frame.get("up_to")
+    if type(up_to) is not int or not 0 < up_to < 2**63:
+        raise ProtocolError(INVALID, "'up_to' must be the id of a message of this room.")
+    return up_to
+
+
+def read_frame(room: str, up_to: int, unread: int, mentions: int) -> dict[str, Any]:
+    """A user's read marker moved: to every socket of theirs, with the room's counts after the move."""
+    return {"type": CHAT_READ, "room": room, "up_to": up_to, "unread": unread, "mentions": mentions}
+
+
+def activity_frame(
+    *, room: str, title: str, kind: str, unread: int, mentions: int, last_read: int, message: dict[str, Any]
+) -> dict[str, Any]:
+    """New messages in one of a member's rooms, with that member's counts after the newest (message)."""
+    return {
+        "type": ROOM_ACTIVITY,
+        "room": room,
+        "title": title,
+        "kind": kind,
+        "unread": unread,
+        "mentions": mentions,
+        "last_read": last_read or None,
+        "last_message": message,
+    }
 
 
 def presence_frame(room: str, usernames: list[str]) -> dict[str, Any]:

@@ -1,15 +1,35 @@
-"""Chat reads. Every list is one query, whatever the number of rooms, messages or users."""
+"""Chat reads. Every list is one query, whatever the number of rooms, messages or users.
+
+Who may read what is decided in one place, Room.objects.readable_by(user):
+every read of a room, its messages or its counts starts from it or from the
+user's own memberships.
+"""
 
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Concat
 
 from chat import protocol
-from chat.models import DeletedMessage, Message, Room
+from chat.models import DeletedMessage, Membership, Message, Room
 from presence.models import Connection
 
-MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id")
+MESSAGE_FIELDS = ("id", "room__slug", "author__username", "body", "sent_at", "client_id", "mentions")
 
 
 def _live_chat_connections() -> QuerySet[Connection]:
@@ -20,8 +40,13 @@ def room_by_slug(*, slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
 
 
-def room_list() -> list[dict[str, Any]]:
-    """Every room with how many people are in it now: [{"slug", "title", "present"}]."""
+def room_readable(*, slug: str, user: AbstractBaseUser) -> Room | None:
+    """The room with this slug if the user may read it; None for a missing room and a direct room of others alike."""
+    return Room.objects.readable_by(user).filter(slug=slug).first()
+
+
+def room_list(*, user: AbstractBaseUser) -> list[dict[str, Any]]:
+    """The public rooms a user is not in, with how many people are in each now: [{"slug", "title", "present"}]."""
     present = (
         _live_chat_connections()
         .filter(topic=OuterRef("slug"))
@@ -30,10 +55,168 @@ def room_list() -> list[dict[str, Any]]:
         .annotate(n=Count("user_id", distinct=True))
         .values("n")
     )
-    rows = Room.objects.annotate(present=Coalesce(Subquery(present, output_field=IntegerField()), Value(0))).values(
-        "slug", "title", "present"
+    mine = Membership.objects.filter(room_id=OuterRef("pk"), user_id=user.pk)
+    rows = (
+        Room.objects.readable_by(user)
+        .filter(kind=protocol.KIND_PUBLIC)
+        .exclude(Exists(mine))
+        .annotate(present=Coalesce(Subquery(present, output_field=IntegerField()), Value(0)))
+        .values("slug", "title", "present")
     )
     return list(rows.order_by("slug"))
+
+
+def _counted(rows: QuerySet) -> Coalesce:
+    """COUNT(*) of a correlated message subquery, 0 when it finds none."""
+    return Coalesce(
+        Subquery(rows.order_by().values("room_id").annotate(n=Count("id")).values("n"), output_field=IntegerField()),
+        0,
+    )
+
+
+def _unread_messages() -> QuerySet[Message]:
+    """The messages a membership row has not read: after its marker, not its user's own (deleted ones are gone).
+
+    A range on the (room, id) index from the marker: the work is the unread
+    messages themselves, never the room's whole history.
+    """
+    return Message.objects.filter(room_id=OuterRef("room_id"), id__gt=OuterRef("last_read_id")).exclude(
+        author_id=OuterRef("user_id")
+    )
+
+
+def _with_counts(memberships: QuerySet[Membership]) -> QuerySet[Membership]:
+    """Membership rows with their unread and mentions counts, and, for a direct room, the other member's name."""
+    mentioned = Concat(Value(" "), OuterRef("user__username"), Value(" "), output_field=CharField())
+    other = (
+        Membership.objects.filter(room_id=OuterRef("room_id"))
+        .exclude(user_id=OuterRef("user_id"))
+        .order_by("user_id")
+        .values("user__username")[:1]
+    )
+    return memberships.annotate(
+        unread=_counted(_unread_messages()),
+        mentions=_counted(_unread_messages().filter(mentions__contains=mentioned)),
+        other_name=Case(
+            When(room__kind=protocol.KIND_DIRECT, then=Subquery(other)),
+            default=Value(""),
+            output_field=CharField(),
+        ),
+    )
+
+
+def _title(row: dict[str, Any]) -> str:
+    # A direct room is shown as the other person.
+    if row["room__kind"] == protocol.KIND_DIRECT:
+        return row["other_name"] or row["room__title"]
+    return row["room__title"]
+
+
+def _newest(field: str) -> Subquery:
+    return Subquery(Message.objects.filter(room_id=OuterRef("room_id")).order_by("-id").values(field)[:1])
+
+
+def rooms_of_user(*, user: AbstractBaseUser) -> list[dict[str, Any]]:
+    """The user's rooms, most recent activity first: [{"slug", "title", "kind", "unread", "mentions", "last_read",
+    "last_message": <message> | None}], in one query.
+
+    Each newest-message field is its own correlated subquery, each one step
+    back along the (room, id) index.
+    """
+    rows = (
+        _with_counts(Membership.objects.filter(user_id=user.pk))
+        .annotate(
+            last_id=_newest("id"),
+            last_body=_newest("body"),
+            last_sent_at=_newest("sent_at"),
+            last_client_id=_newest("client_id"),
+            last_mentions=_newest("mentions"),
+            last_author=_newest("author__username"),
+            active_at=Coalesce(F("last_sent_at"), F("joined_at"), output_field=DateTimeField()),
+        )
+        .order_by("-active_at", "-room_id")
+        .values(
+            "room__slug",
+            "room__title",
+            "room__kind",
+            "other_name",
+            "unread",
+            "mentions",
+            "last_read_id",
+            "last_id",
+            "last_body",
+            "last_sent_at",
+            "last_client_id",
+            "last_mentions",
+            "last_author",
+        )
+    )
+    return [
+        {
+            "slug": row["room__slug"],
+            "title": _title(row),
+            "kind": row["room__kind"],
+            "unread": row["unread"],
+            "mentions": row["mentions"],
+            "last_read": row["last_read_id"] or None,
+            "last_message": None
+            if row["last_id"] is None
+            else protocol.message_frame(
+                {
+                    "id": row["last_id"],
+                    "room__slug": row["room__slug"],
+                    "author__username": row["last_author"],
+                    "body": row["last_body"],
+                    "sent_at": row["last_sent_at"],
+                    "client_id": row["last_client_id"],
+                    "mentions": row["last_mentions"],
+                }
+            ),
+        }
+        for row in rows
+    ]
+
+
+def room_counts(*, room: Room, user: AbstractBaseUser) -> tuple[int, int]:
+    """One member's (unread, mentions) in one room; (0, 0) for a non-member."""
+    row = _with_counts(Membership.objects.filter(room=room, user_id=user.pk)).values_list("unread", "mentions").first()
+    return row or (0, 0)
+
+
+def room_activity_members(*, room: Room) -> list[dict[str, Any]]:
+    """The members of a room who should hear of its new messages, with their counts, in one query.
+
+    Those with a live socket anywhere but this room: a socket in the room gets
+    the messages themselves, and a member with no socket reads the counts when
+    a page opens. [{"user_id", "title", "unread", "mentions", "last_read"}]
+    """
+    elsewhere = (
+        Connection.objects.live()
+        .filter(user_id=OuterRef("user_id"))
+        .exclude(Q(endpoint=protocol.ENDPOINT) & Q(topic=room.slug))
+    )
+    rows = (
+        _with_counts(Membership.objects.filter(room=room).filter(Exists(elsewhere)))
+        .order_by("user_id")
+        .values("user_id", "room__kind", "room__title", "other_name", "unread", "mentions", "last_read_id")
+    )
+    return [
+        {
+            "user_id": row["user_id"],
+            "title": _title(row),
+            "unread": row["unread"],
+            "mentions": row["mentions"],
+            "last_read": row["last_read_id"],
+        }
+        for row in rows
+    ]
+
+
+def room_member_names(*, room: Room, limit: int = 1000) -> list[str]:
+    """Members' usernames, sorted, at most `limit`: what the composer completes after @."""
+    return list(
+        Membership.objects.filter(room=room).order_by("user__username").values_list("user__username", flat=True)[:limit]
+    )
 
 
 def room_presence(*, slug: str) -> list[str]:

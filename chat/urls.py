@@ -6,7 +6,14 @@ app_name = "chat"
 
 urlpatterns = [
     path("", views.room_list_page, name="rooms"),
+    path("dm/<str:username>/", views.direct_page, name="direct"),
     path("<str:slug>/", views.room_page, name="room"),
+    path("<str:slug>/leave", views.room_leave, name="leave"),
     path("<str:slug>/messages", views.room_messages, name="messages"),
     path("<str:slug>/messages/<int:message_id>/delete", views.message_delete_view, name="message-delete"),
+]
+
+# Under /api/ (presence_site/urls.py): JSON only, 401 for anonymous requests.
+api_urlpatterns = [
+    path("rooms", views.api_rooms, name="api-rooms"),
 ]

@@ -1,3 +1,7 @@
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -7,9 +11,22 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from chat import protocol
 from chat.forms import RoomForm
 from chat.models import Message, Room
-from chat.selectors import room_by_slug, room_history, room_list, room_presence
-from chat.services import message_delete, room_create, room_open
-from realtime.protocol import INVALID
+from chat.selectors import room_history, room_list, room_member_names, room_presence, room_readable, rooms_of_user
+from chat.services import (
+    RoomForbidden,
+    RoomMissing,
+    membership_leave,
+    message_delete,
+    room_create,
+    room_direct_open,
+    room_enter,
+)
+from realtime.protocol import FORBIDDEN, INVALID
+
+# JSON error codes of the /api/ endpoints beside realtime.protocol's.
+NOT_LOGGED_IN = "not_logged_in"
+NOT_FOUND = "not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 def _valid_slug(slug: str) -> str:
@@ -18,11 +35,38 @@ def _valid_slug(slug: str) -> str:
     return slug
 
 
-def _existing_room(slug: str) -> Room:
-    room = room_by_slug(slug=_valid_slug(slug))
+def _readable_room(request: HttpRequest, slug: str) -> Room:
+    """The room if this user may read it; 404 alike for a missing room and a direct room of others."""
+    room = room_readable(slug=_valid_slug(slug), user=request.user)
     if room is None:
         raise Http404("No such room.")
     return room
+
+
+def _json_error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def api_view(*methods: str) -> Callable:
+    """An /api/ endpoint: logged-in users only (else 401), these methods only (else 405), errors as JSON."""
+
+    def wrap(view: Callable) -> Callable:
+        @wraps(view)
+        def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return _json_error(401, NOT_LOGGED_IN, "Log in first.")
+            if request.method not in methods:
+                response = _json_error(405, METHOD_NOT_ALLOWED, f"Use {' or '.join(methods)}.")
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return view(request, *args, **kwargs)
+            except Http404:
+                return _json_error(404, NOT_FOUND, "No such room.")
+
+        return run
+
+    return wrap
 
 
 @login_required
@@ -37,24 +81,78 @@ def room_list_page(request: HttpRequest) -> HttpResponse:
             form.add_error("name", error)
         else:
             return redirect("chat:room", slug=room.slug)
-    return render(request, "chat/rooms.html", {"rooms": room_list(), "form": form})
+    context = {"rooms": rooms_of_user(user=request.user), "other_rooms": room_list(user=request.user), "form": form}
+    return render(request, "chat/rooms.html", context)
 
 
 @login_required
 @require_GET
 def room_page(request: HttpRequest, slug: str) -> HttpResponse:
-    """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/."""
-    room = room_open(slug=_valid_slug(slug), user=request.user)
+    """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/.
+
+    Opening a public room makes the user a member. A room that does not exist
+    is a 404 page that offers to create it, by a POST: a GET never creates one.
+    """
+    slug = _valid_slug(slug)
+    try:
+        membership = room_enter(slug=slug, user=request.user)
+    except (RoomMissing, RoomForbidden):
+        # Another's direct room looks exactly like a missing one (its slug form is never offered for creation).
+        creatable = not protocol.slug_is_direct(slug)
+        return render(request, "chat/missing.html", {"slug": slug, "creatable": creatable}, status=404)
+    room = membership.room
+    me = request.user.get_username()
     messages, has_more = room_history(room=room)
+    members = room_member_names(room=room)
+    title = room.title
+    if room.kind == protocol.KIND_DIRECT:
+        title = next((name for name in members if name != me), title)
     initial = {
         "room": room.slug,
+        "title": title,
+        "kind": room.kind,
         "messages": messages,
         "has_more": has_more,
+        "last_read": membership.last_read_id or None,
         "users": room_presence(slug=room.slug),
-        "me": request.user.get_username(),
+        "members": members,
+        "me": me,
         "moderator": request.user.is_staff,
     }
-    return render(request, "chat/room.html", {"room": room, "initial": initial})
+    context = {"room": room, "title": title, "initial": initial, "rooms": rooms_of_user(user=request.user)}
+    return render(request, "chat/room.html", context)
+
+
+@login_required
+@require_GET
+def direct_page(request: HttpRequest, username: str) -> HttpResponse:
+    """/chat/dm/<username>/: to the direct room with that person, made on first use; yourself or nobody is a 404."""
+    other = get_user_model().objects.filter(username=username, is_active=True).first()
+    if other is None or other.pk == request.user.pk:
+        raise Http404("No such person.")
+    try:
+        room = room_direct_open(user=request.user, other=other)
+    except RoomForbidden:
+        raise Http404("No such room.") from None
+    return redirect("chat:room", slug=room.slug)
+
+
+@login_required
+@require_POST
+def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
+    """Take a public room off the user's list, then back to the rooms; a direct room's members are fixed (403)."""
+    room = _readable_room(request, slug)
+    try:
+        membership_leave(room=room, user=request.user)
+    except PermissionDenied:
+        return _json_error(403, FORBIDDEN, "A direct room's members are fixed.")
+    return redirect("chat:rooms")
+
+
+@api_view("GET")
+def api_rooms(request: HttpRequest) -> JsonResponse:
+    """GET /api/rooms: the user's rooms with their counts and newest message, most recent activity first."""
+    return JsonResponse({"rooms": rooms_of_user(user=request.user)}, json_dumps_params={"ensure_ascii": False})
 
 
 def _optional_id(request: HttpRequest, name: str) -> int | None:
@@ -70,7 +168,7 @@ def _optional_id(request: HttpRequest, name: str) -> int | None:
 @require_GET
 def room_messages(request: HttpRequest, slug: str) -> JsonResponse:
     """Older history: {"messages": [...], "has_more": bool}, oldest first, before an id."""
-    room = _existing_room(slug)
+    room = _readable_room(request, slug)
     try:
         before = _optional_id(request, "before")
         limit = _optional_id(request, "limit")
@@ -89,7 +187,7 @@ def room_messages(request: HttpRequest, slug: str) -> JsonResponse:
 @require_POST
 def message_delete_view(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
     """Delete a message (staff, or its author); every socket in the room is told."""
-    room = _existing_room(slug)
+    room = _readable_room(request, slug)
     if not Message.objects.filter(id=message_id, room=room).exists():
         raise Http404("No such message.")
     try:

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from chat.urls import api_urlpatterns as chat_api
 from presence_site import health
 
 urlpatterns = [
@@ -10,5 +11,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("api/", include((chat_api, "chat"), namespace="chat-api")),
     path("", include("presence.urls")),
 ]

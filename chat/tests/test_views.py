@@ -1,11 +1,14 @@
 """The chat pages and the history endpoint, through Django's test client."""
 
 import json
+import re
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
-from chat.models import Message, Room
+from chat.models import Membership, Message, Room
+from chat.services import message_post, room_direct_open, room_enter
 
 pytestmark = pytest.mark.django_db
 
@@ -25,22 +28,42 @@ def fill(room, author, count: int) -> list[int]:
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
 
 
-@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/", "/chat/lobby/messages"])
-def test_pages_need_a_login(client, make_room, path):
+def page_text(response, slug: str) -> str:
+    """A page without its per-request CSRF token and with the slug it names left out."""
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode()).replace(slug, "<slug>")
+
+
+def initial_of(response) -> dict:
+    content = response.content.decode()
+    return json.loads(content.split('id="chat-initial" type="application/json">')[1].split("</script>")[0])
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/", "/chat/lobby/messages", "/chat/dm/alice/"])
+def test_pages_need_a_login(client, make_room, make_user, path):
     make_room("lobby")
+    make_user("alice")
     response = client.get(path)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
-def test_room_list_shows_rooms_in_a_fixed_number_of_queries(alice_client, make_room, django_assert_num_queries):
+def test_room_list_shows_my_rooms_and_the_others_in_a_fixed_number_of_queries(
+    alice_client, make_room, make_user, django_assert_num_queries
+):
+    bob = make_user("bob")
     for slug in ("a", "b", "c", "d"):
         make_room(slug, title=f"Room {slug}")
-    # session, user, the room list (with its counts)
-    with django_assert_num_queries(3):
+    room_enter(slug="b", user=alice_client.user)
+    room_enter(slug="d", user=alice_client.user)
+    message_post(room=Room.objects.get(slug="b"), user=bob, body="<i>hello</i> @alice", client_id="c1")
+    # session, user, my rooms (with counts and newest messages), the other rooms (with who is here)
+    with django_assert_num_queries(4):
         response = alice_client.get("/chat/")
     assert response.status_code == 200
-    assert [room["slug"] for room in response.context["rooms"]] == ["a", "b", "c", "d"]
-    assert b'href="/chat/a/"' in response.content
+    assert [room["slug"] for room in response.context["rooms"]] == ["b", "d"]
+    assert [room["slug"] for room in response.context["other_rooms"]] == ["a", "c"]
+    content = response.content.decode()
+    assert 'href="/chat/a/"' in content and 'href="/chat/b/"' in content
+    assert "&lt;i&gt;hello&lt;/i&gt; @alice" in content and "<i>hello" not in content
 
 
 def test_creating_a_room_redirects_to_it(alice_client):
@@ -81,10 +104,126 @@ def test_a_right_to_left_room_name_is_kept(alice_client):
     assert Room.objects.get().title == "Café שלום 2"
 
 
-def test_opening_a_valid_slug_creates_the_room(alice_client):
-    response = alice_client.get("/chat/new-room/")
+def test_a_room_that_does_not_exist_is_a_404_page_offering_to_create_it_by_post(alice_client):
+    response = alice_client.get("/chat/genral/")
+    assert response.status_code == 404
+    assert not Room.objects.exists()
+    content = response.content.decode()
+    assert 'method="post"' in content and 'action="/chat/"' in content and 'value="genral"' in content
+    assert "Create #genral" in content
+    response = alice_client.post("/chat/", {"name": "genral"})
+    assert response.status_code == 302 and response["Location"] == "/chat/genral/"
+    assert alice_client.get("/chat/genral/").status_code == 200
+
+
+def test_a_room_from_a_link_on_another_site_is_not_created(alice_client):
+    # A cross-site GET cannot create it, and a cross-site POST has no CSRF token.
+    alice_client.get("/chat/spam-room/", HTTP_REFERER="https://elsewhere.example/")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(alice_client.user)
+    assert csrf_client.post("/chat/", {"name": "spam-room"}).status_code == 403
+    assert not Room.objects.exists()
+
+
+def test_an_empty_room_says_so(alice_client, make_room):
+    make_room("lobby")
+    response = alice_client.get("/chat/lobby/")
     assert response.status_code == 200
-    assert Room.objects.filter(slug="new-room").exists()
+    assert "No messages yet" in response.content.decode()
+
+
+def test_opening_a_public_room_makes_me_a_member_and_the_page_has_my_marker(alice_client, make_room, make_user):
+    room = make_room("lobby")
+    bob = make_user("bob")
+    seen = message_post(room=room, user=bob, body="before", client_id="c1")[0]
+    initial = initial_of(alice_client.get("/chat/lobby/"))
+    assert initial["last_read"] == seen["id"] and initial["kind"] == "public"
+    assert initial["members"] == ["alice"]
+    assert Membership.objects.filter(room=room, user=alice_client.user).exists()
+    message_post(room=room, user=bob, body="after", client_id="c2")
+    assert initial_of(alice_client.get("/chat/lobby/"))["last_read"] == seen["id"]
+
+
+def test_leaving_is_post_only_and_takes_the_room_off_my_list(alice_client, make_room):
+    make_room("lobby")
+    alice_client.get("/chat/lobby/")
+    assert alice_client.get("/chat/lobby/leave").status_code == 405
+    response = alice_client.post("/chat/lobby/leave")
+    assert response.status_code == 302 and response["Location"] == "/chat/"
+    assert not Membership.objects.exists()
+    assert alice_client.post("/chat/missing/leave").status_code == 404
+
+
+def test_dm_link_redirects_to_the_one_direct_room_of_the_two(alice_client, make_user):
+    bob = make_user("bob")
+    response = alice_client.get("/chat/dm/bob/")
+    low, high = sorted((alice_client.user.pk, bob.pk))
+    assert response.status_code == 302 and response["Location"] == f"/chat/dm-{low}-{high}/"
+    assert alice_client.get("/chat/dm/bob/")["Location"] == response["Location"]
+    assert Room.objects.get().kind == "direct"
+    page = alice_client.get(response["Location"])
+    assert page.status_code == 200 and initial_of(page)["title"] == "bob" and initial_of(page)["kind"] == "direct"
+    assert "Leave" not in page.content.decode()  # a direct room's members are fixed
+    assert alice_client.post(f"{response['Location']}leave").status_code == 403
+
+
+@pytest.mark.parametrize("name", ["alice", "nobody", "gone"])
+def test_dm_with_myself_an_unknown_or_inactive_user_is_a_404(alice_client, make_user, name):
+    make_user("gone", is_active=False)
+    assert alice_client.get(f"/chat/dm/{name}/").status_code == 404
+    assert not Room.objects.exists()
+
+
+def test_a_direct_room_of_others_is_a_404_everywhere(alice_client, make_user):
+    bob, carol = make_user("bob"), make_user("carol")
+    room = room_direct_open(user=bob, other=carol)
+    message = message_post(room=room, user=bob, body="secret", client_id="c1")[0]
+    for response in (
+        alice_client.get(f"/chat/{room.slug}/"),
+        alice_client.get(f"/chat/{room.slug}/messages"),
+        alice_client.post(f"/chat/{room.slug}/leave"),
+        alice_client.post(f"/chat/{room.slug}/messages/{message['id']}/delete"),
+    ):
+        assert response.status_code == 404
+        assert "secret" not in response.content.decode() and "Create #" not in response.content.decode()
+    # The same page as a direct room that does not exist: nothing tells the two apart.
+    assert page_text(alice_client.get("/chat/dm-998-999/"), "dm-998-999") == page_text(
+        alice_client.get(f"/chat/{room.slug}/"), room.slug
+    )
+    assert alice_client.get("/api/rooms").json() == {"rooms": []}
+    assert room.slug not in alice_client.get("/chat/").content.decode()
+    assert not Membership.objects.filter(user=alice_client.user).exists()
+
+
+def test_api_rooms_lists_my_rooms_with_counts(alice_client, make_room, make_user, django_assert_num_queries):
+    bob = make_user("bob")
+    room = make_room("lobby", title="Lobby")
+    alice_client.get("/chat/lobby/")
+    sent = message_post(room=room, user=bob, body="hi @alice", client_id="c1")[0]
+    # session, user, the rooms
+    with django_assert_num_queries(3):
+        response = alice_client.get("/api/rooms")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "rooms": [
+            {
+                "slug": "lobby",
+                "title": "Lobby",
+                "kind": "public",
+                "unread": 1,
+                "mentions": 1,
+                "last_read": None,
+                "last_message": sent,
+            }
+        ]
+    }
+
+
+def test_api_rooms_answers_anonymous_and_other_methods_with_json_errors(alice_client):
+    response = Client().get("/api/rooms")
+    assert response.status_code == 401 and response.json()["error"] == "not_logged_in" and response.json()["detail"]
+    response = alice_client.post("/api/rooms")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
 
 
 @pytest.mark.parametrize("slug", ["New-Room", "a_b", "x" * 51, "caf%C3%A9"])
@@ -100,7 +239,7 @@ def test_room_page_carries_history_as_json_and_html_as_text(alice_client, make_r
     response = alice_client.get("/chat/lobby/")
     content = response.content.decode()
     assert "<script>alert(1)" not in content
-    initial = json.loads(content.split('id="chat-initial" type="application/json">')[1].split("</script>")[0])
+    initial = initial_of(response)
     assert initial["messages"][0]["body"] == payload
     assert initial["me"] == "alice" and initial["room"] == "lobby" and initial["moderator"] is False
 
@@ -117,7 +256,7 @@ def test_history_pages_back_with_before_and_limit(alice_client, make_room, djang
     page = alice_client.get(f"/chat/lobby/messages?before={ids[10]}&limit=50").json()
     assert [m["id"] for m in page["messages"]] == ids[:10] and page["has_more"] is False
     message = page["messages"][0]
-    assert set(message) == {"type", "id", "room", "username", "body", "sent_at", "client_id"}
+    assert set(message) == {"type", "id", "room", "username", "body", "sent_at", "client_id", "mentions"}
 
 
 @pytest.mark.parametrize("query", ["before=abc", "before=-1", "limit=0", "limit=101", "limit=x", "before=1.5"])
