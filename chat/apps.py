@@ -6,4 +6,4 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import metrics  # noqa: F401  (registers the chat metrics)
+        from chat import checks, metrics  # noqa: F401  (register the chat checks and metrics)

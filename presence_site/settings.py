@@ -421,6 +421,9 @@ CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 # room.presence goes out at most once per room per window from each process, so
 # that a crowd joining a room does not cost a whole list per join; 0 sends one per change.
 CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
+# room.activity (members' counts when their rooms get messages) goes out at
+# most once per room per window from each process, off the sender's path.
+CHAT_ACTIVITY_WINDOW = env_float("CHAT_ACTIVITY_WINDOW", 0.25)
 # How long a deleted message is remembered for clients that resume after it
 # (?after=<id>); one away for longer shows it until the page is loaded again.
 CHAT_DELETED_KEEP = env_float("CHAT_DELETED_KEEP", 7 * 24 * 3600)

@@ -18,3 +18,9 @@ def make_room(django_user_model):
         return Room.objects.create(slug=slug, title=title or slug)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def quick_activity(settings) -> None:
+    """room.activity at once after each message, as room presence is (root conftest's quick_presence)."""
+    settings.CHAT_ACTIVITY_WINDOW = 0
