@@ -69,8 +69,18 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["room", "author", "client_id"], name="chat_message_once_per_client_id"),
         ]
-        # History reads walk one room by id, in both directions.
-        indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+        indexes = [
+            # History reads walk one room by id, in both directions; unread counts walk it from a marker,
+            # and with the author in the index (PostgreSQL) they need no row but the index's.
+            models.Index(fields=["room", "id"], include=["author"], name="chat_message_room_id_author"),
+            # Mention counts walk only the messages that mention someone.
+            models.Index(
+                fields=["room", "id"],
+                include=["author", "mentions"],
+                condition=~Q(mentions=""),
+                name="chat_message_mentioned",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.author_id} in {self.room_id}: {self.body[:40]}"

@@ -39,6 +39,8 @@ CLIENT_ID_MAX_CHARS = 64
 HISTORY_LIMIT = 50  # on connect, and the default page over HTTP
 HISTORY_PAGE_MAX = 100  # the largest page over HTTP
 RESUME_LIMIT = 500  # messages after ?after=<id>, at most
+# Unread and mention counts stop here: a room with more says this many (a page shows "999+").
+COUNT_MAX = 1000
 
 
 def slug_is_valid(slug: str) -> bool:

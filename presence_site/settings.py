@@ -69,6 +69,10 @@ def database_from_url(url: str) -> dict:
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL; got scheme {parts.scheme!r}.")
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    # PostgreSQL's JIT compiles a plan whose estimated cost passes jit_above_cost:
+    # 0.3 to 0.6 s of compiling for /api/rooms, a 10 ms query (docs/benchmarks.md).
+    # ?options=... in the URL replaces this.
+    options.setdefault("options", "-c jit=off")
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parts.path.lstrip("/")) or "postgres",

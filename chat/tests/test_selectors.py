@@ -8,6 +8,7 @@ from django.utils import timezone
 from chat.models import Membership, Message, Room
 from chat.selectors import (
     room_activity_members,
+    room_counts,
     room_history,
     room_list,
     room_messages_after,
@@ -163,3 +164,13 @@ def test_messages_after_are_exact_and_capped(make_user, make_room, django_assert
     page, more = room_messages_after(room=room, after=0, limit=25)
     assert [m["id"] for m in page] == ids[:25] and more
     assert room_messages_after(room=room, after=ids[-1]) == ([], False)
+
+
+def test_counts_stop_at_the_cap_however_long_a_room_was_left_unread(make_user, make_room, monkeypatch):
+    monkeypatch.setattr("chat.protocol.COUNT_MAX", 3)
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    room_enter(slug="lobby", user=alice)
+    Message.objects.bulk_create(
+        Message(room=room, author=bob, body=f"@alice {n}", client_id=f"c{n}", mentions=" alice ") for n in range(5)
+    )
+    assert room_counts(room=room, user=alice) == (3, 3)

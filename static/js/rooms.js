@@ -40,6 +40,10 @@
 
   function messageId(message) { return message ? message.id : 0; }
 
+  /* The server stops counting at 1,000 (docs/protocol.md). */
+  var COUNT_MAX = 1000;
+  function countText(n) { return n >= COUNT_MAX ? "999+" : String(n); }
+
   /* "14:05" today, "3 Nov" before. */
   function when(iso) {
     var moment = new Date(iso);
@@ -139,12 +143,12 @@
     link.appendChild(el("span", "my-room-title", room.kind === "direct" ? room.title : "#" + room.title));
     var counts = el("span", "my-room-counts");
     if (room.mentions) {
-      var mentions = el("span", "badge badge-mention", "@" + room.mentions);
+      var mentions = el("span", "badge badge-mention", "@" + countText(room.mentions));
       mentions.title = "mentions of you";
       counts.appendChild(mentions);
     }
     if (room.unread) {
-      var unread = el("span", "badge badge-unread", String(room.unread));
+      var unread = el("span", "badge badge-unread", countText(room.unread));
       unread.title = "unread messages";
       counts.appendChild(unread);
     }
