@@ -2,15 +2,16 @@
 
 Off the sender's path: storing a message only notes its room here (a dict
 write); a coalesced task per room and process, at most one per
-CHAT_ACTIVITY_WINDOW, then reads the counts of every member who should hear
-of it in one grouped query from the read markers, and sends each of them one
-frame through their user group. So a burst of messages into a room of 1,000
-members costs one query and at most one frame per listening member per
-window, however many messages it held; members with no socket, or whose
-only sockets are in that room (they get the messages themselves), cost nothing.
+CHAT_ACTIVITY_WINDOW, reads the counts of every member who should hear of it
+from the read markers (one grouped query, and one for their sockets), and
+hands the frames to the layer as one message per process that holds any of
+those sockets. So a burst of messages into a room of 1,000 members costs two
+queries and a few layer messages per window, however many messages it held;
+members with no socket, or whose only sockets are in that room (they get the
+messages themselves), cost nothing. A message per member (their user group)
+cost about 1 ms of CPU each, a second per flush for 1,000 (docs/benchmarks.md).
 """
 
-import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -19,13 +20,10 @@ from django.conf import settings
 from chat import metrics, protocol
 from chat.models import Room
 from chat.selectors import room_activity_members
-from presence.protocol import user_group
-from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
+from realtime.fanout import send_to_sockets
+from realtime.protocol import dumps
 from realtime.runtime import Runtime, runtime
-
-# Sends to the layer in flight at once while a flush tells a room's members.
-SEND_CONCURRENCY = 64
 
 
 def _newer(old: tuple[Room, dict], new: tuple[Room, dict]) -> tuple[Room, dict]:
@@ -44,11 +42,14 @@ class RoomActivity:
         # Read after the last message of the batch: the counts are the exact ones after it.
         members = await database_sync_to_async(room_activity_members)(room=room)
         metrics.ACTIVITY_FLUSHES.inc()
-        delivered = True
-        for start in range(0, len(members), SEND_CONCURRENCY):
-            sends = [
-                broadcast(
-                    user_group(member["user_id"]),
+        frames: dict[str, str] = {}
+        # Members mostly share their counts (all one message behind): each distinct frame is serialized once.
+        texts: dict[tuple, str] = {}
+        for member in members:
+            key = (member["title"], member["unread"], member["mentions"], member["last_read"])
+            text = texts.get(key)
+            if text is None:
+                text = texts[key] = dumps(
                     protocol.activity_frame(
                         room=slug,
                         title=member["title"],
@@ -57,16 +58,16 @@ class RoomActivity:
                         mentions=member["mentions"],
                         last_read=member["last_read"],
                         message=message,
-                    ),
-                    label="room_activity",
-                    # Not retried one by one: the coalescer reads the counts again when it retries.
-                    retry=False,
+                    )
                 )
-                for member in members[start : start + SEND_CONCURRENCY]
-            ]
-            results = await asyncio.gather(*sends)
-            metrics.ACTIVITY_FRAMES.inc(sum(results))
-            delivered = delivered and all(results)
+            for address in member["sockets"]:
+                frames[address] = text
+        if not frames:
+            return True
+        # Not retried here: when the layer fails, the coalescer reads the counts again and sends them anew.
+        delivered = await send_to_sockets(frames, label="room_activity")
+        if delivered:
+            metrics.ACTIVITY_FRAMES.inc(len(frames))
         return delivered
 
 

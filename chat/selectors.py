@@ -207,19 +207,28 @@ def room_counts(*, room: Room, user: AbstractBaseUser) -> tuple[int, int]:
 
 
 def room_activity_members(*, room: Room) -> list[dict[str, Any]]:
-    """The members of a room who should hear of its new messages, with their counts, in one query.
+    """The members of a room who should hear of its new messages, with their counts and sockets, in two queries.
 
-    Those with a live socket anywhere but this room: a socket in the room gets
-    the messages themselves, and a member with no socket reads the counts when
-    a page opens. [{"user_id", "title", "unread", "mentions", "last_read"}]
+    Those with a live socket anywhere but this room, and those sockets: a
+    socket in the room gets the messages themselves, and a member with no
+    socket reads the counts when a page opens.
+    [{"user_id", "title", "unread", "mentions", "last_read", "sockets": [address, ...]}]
     """
-    elsewhere = (
-        Connection.objects.live()
-        .filter(user_id=OuterRef("user_id"))
-        .exclude(Q(endpoint=protocol.ENDPOINT) & Q(topic=room.slug))
-    )
+    member = Membership.objects.filter(room=room, user_id=OuterRef("user_id"))
+    sockets: dict[int, list[str]] = {}
     rows = (
-        _with_counts(Membership.objects.filter(room=room).filter(Exists(elsewhere)))
+        Connection.objects.live()
+        .filter(Exists(member))
+        .exclude(Q(endpoint=protocol.ENDPOINT) & Q(topic=room.slug))
+        .order_by("channel_name")
+        .values_list("user_id", "channel_name")
+    )
+    for user_id, address in rows:
+        sockets.setdefault(user_id, []).append(address)
+    if not sockets:
+        return []
+    counted = (
+        _with_counts(Membership.objects.filter(room=room, user_id__in=list(sockets)))
         .order_by("user_id")
         .values("user_id", "room__kind", "room__title", "other_name", "unread", "mentions", "last_read_id")
     )
@@ -230,8 +239,9 @@ def room_activity_members(*, room: Room) -> list[dict[str, Any]]:
             "unread": row["unread"],
             "mentions": row["mentions"],
             "last_read": row["last_read_id"],
+            "sockets": sockets[row["user_id"]],
         }
-        for row in rows
+        for row in counted
     ]
 
 

@@ -107,7 +107,7 @@ def test_my_rooms_have_counts_and_the_newest_message_most_recent_first_in_one_qu
     assert rooms_of_user(user=carol) == []
 
 
-def test_room_activity_goes_to_members_with_a_socket_elsewhere_with_their_counts_in_one_query(
+def test_room_activity_goes_to_members_sockets_elsewhere_with_their_counts_in_two_queries(
     make_user, make_room, django_assert_num_queries, settings
 ):
     alice, bob, carol, dave, erin = (make_user(name) for name in ("alice", "bob", "carol", "dave", "erin"))
@@ -117,18 +117,27 @@ def test_room_activity_goes_to_members_with_a_socket_elsewhere_with_their_counts
     connect(alice, "", endpoint="presence")  # the presence page: hears of it
     connect(bob, "lobby")  # in the room itself: gets the messages, not the counts
     connect(carol, "lobby")
-    connect(carol, "other")  # in the room and in another: hears of it there
+    connect(carol, "other")  # in the room and in another: hears of it there only
     connect(dave, "", endpoint="presence", age=settings.PRESENCE_TTL + 5)  # a dead process's socket
     connect(erin, "", endpoint="presence")  # online, not a member
     message_post(room=room, user=bob, body="@carol hi", client_id="c1")
     message_post(room=room, user=bob, body="again", client_id="c2")
-    Membership.objects.filter(user=carol).update(last_read_id=Message.objects.order_by("id").first().id)
-    with django_assert_num_queries(1):
-        members = room_activity_members(room=room)
     first_id = Message.objects.order_by("id").first().id
+    Membership.objects.filter(user=carol).update(last_read_id=first_id)
+    with django_assert_num_queries(2):
+        members = room_activity_members(room=room)
+    alice_page = Connection.objects.get(user=alice).channel_name
+    carol_elsewhere = Connection.objects.get(user=carol, topic="other").channel_name
     assert members == [
-        {"user_id": alice.pk, "title": "lobby", "unread": 2, "mentions": 0, "last_read": 0},
-        {"user_id": carol.pk, "title": "lobby", "unread": 1, "mentions": 0, "last_read": first_id},
+        {"user_id": alice.pk, "title": "lobby", "unread": 2, "mentions": 0, "last_read": 0, "sockets": [alice_page]},
+        {
+            "user_id": carol.pk,
+            "title": "lobby",
+            "unread": 1,
+            "mentions": 0,
+            "last_read": first_id,
+            "sockets": [carol_elsewhere],
+        },
     ]
 
 
