@@ -47,6 +47,11 @@ def room_readable(*, slug: str, user: AbstractBaseUser) -> Room | None:
     return Room.objects.readable_by(user).filter(slug=slug).first()
 
 
+def membership_marker(*, room: Room, user: AbstractBaseUser) -> int | None:
+    """The user's read marker in a room (0: nothing read), or None when they are not a member."""
+    return Membership.objects.filter(room=room, user_id=user.pk).values_list("last_read_id", flat=True).first()
+
+
 def room_list(*, user: AbstractBaseUser) -> list[dict[str, Any]]:
     """The public rooms a user is not in, with how many people are in each now: [{"slug", "title", "present"}]."""
     present = (

@@ -11,16 +11,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from chat import protocol
 from chat.forms import RoomForm
 from chat.models import Message, Room
-from chat.selectors import room_history, room_list, room_member_names, room_presence, room_readable, rooms_of_user
-from chat.services import (
-    RoomForbidden,
-    RoomMissing,
-    membership_leave,
-    message_delete,
-    room_create,
-    room_direct_open,
-    room_enter,
+from chat.selectors import (
+    membership_marker,
+    room_history,
+    room_list,
+    room_member_names,
+    room_presence,
+    room_readable,
+    rooms_of_user,
 )
+from chat.services import RoomForbidden, membership_leave, message_delete, room_create, room_direct_open
 from realtime.protocol import FORBIDDEN, INVALID
 
 # JSON error codes of the /api/ endpoints beside realtime.protocol's.
@@ -90,20 +90,25 @@ def room_list_page(request: HttpRequest) -> HttpResponse:
 def room_page(request: HttpRequest, slug: str) -> HttpResponse:
     """A room: initial history and presence in json_script, then live over /ws/chat/<slug>/.
 
-    Opening a public room makes the user a member. A room that does not exist
-    is a 404 page that offers to create it, by a POST: a GET never creates one.
+    A room that does not exist is a 404 page that offers to create it, by a
+    POST: a GET never creates one. Nor does it make the user a member: the
+    page's socket does (opening a room joins it), which another site cannot
+    open in the user's name (the Origin check), where a link or an image could
+    make them GET this page.
     """
     slug = _valid_slug(slug)
-    try:
-        membership = room_enter(slug=slug, user=request.user)
-    except (RoomMissing, RoomForbidden):
+    room = room_readable(slug=slug, user=request.user)
+    if room is None:
         # Another's direct room looks exactly like a missing one (its slug form is never offered for creation).
         creatable = not protocol.slug_is_direct(slug)
         return render(request, "chat/missing.html", {"slug": slug, "creatable": creatable}, status=404)
-    room = membership.room
     me = request.user.get_username()
     messages, has_more = room_history(room=room)
     members = room_member_names(room=room)
+    marker = membership_marker(room=room, user=request.user)
+    if marker is None:
+        # Not a member yet: the socket makes them one with the room's past read, as it is shown here.
+        marker = messages[-1]["id"] if messages else 0
     title = room.title
     if room.kind == protocol.KIND_DIRECT:
         title = next((name for name in members if name != me), title)
@@ -113,7 +118,7 @@ def room_page(request: HttpRequest, slug: str) -> HttpResponse:
         "kind": room.kind,
         "messages": messages,
         "has_more": has_more,
-        "last_read": membership.last_read_id or None,
+        "last_read": marker or None,
         "users": room_presence(slug=room.slug),
         "members": members,
         "me": me,

@@ -116,8 +116,12 @@ def test_a_room_that_does_not_exist_is_a_404_page_offering_to_create_it_by_post(
     assert alice_client.get("/chat/genral/").status_code == 200
 
 
-def test_a_room_from_a_link_on_another_site_is_not_created(alice_client):
+def test_a_link_on_another_site_creates_no_room_and_joins_none(alice_client, make_room):
     # A cross-site GET cannot create it, and a cross-site POST has no CSRF token.
+    make_room("lobby")
+    alice_client.get("/chat/lobby/", HTTP_REFERER="https://elsewhere.example/")
+    assert not Membership.objects.exists()
+    Room.objects.all().delete()
     alice_client.get("/chat/spam-room/", HTTP_REFERER="https://elsewhere.example/")
     csrf_client = Client(enforce_csrf_checks=True)
     csrf_client.force_login(alice_client.user)
@@ -132,21 +136,24 @@ def test_an_empty_room_says_so(alice_client, make_room):
     assert "No messages yet" in response.content.decode()
 
 
-def test_opening_a_public_room_makes_me_a_member_and_the_page_has_my_marker(alice_client, make_room, make_user):
+def test_the_page_carries_my_marker_and_only_its_socket_makes_me_a_member(alice_client, make_room, make_user):
     room = make_room("lobby")
     bob = make_user("bob")
+    room_enter(slug="lobby", user=bob)
     seen = message_post(room=room, user=bob, body="before", client_id="c1")[0]
+    # A GET (a link, an image on another site) joins nothing; the page shows the room's past as read.
     initial = initial_of(alice_client.get("/chat/lobby/"))
-    assert initial["last_read"] == seen["id"] and initial["kind"] == "public"
-    assert initial["members"] == ["alice"]
-    assert Membership.objects.filter(room=room, user=alice_client.user).exists()
+    assert initial["last_read"] == seen["id"] and initial["kind"] == "public" and initial["members"] == ["bob"]
+    assert not Membership.objects.filter(room=room, user=alice_client.user).exists()
+    # The socket (same origin only) joins; the marker stays until she reads.
+    room_enter(slug="lobby", user=alice_client.user)
     message_post(room=room, user=bob, body="after", client_id="c2")
     assert initial_of(alice_client.get("/chat/lobby/"))["last_read"] == seen["id"]
 
 
 def test_leaving_is_post_only_and_takes_the_room_off_my_list(alice_client, make_room):
     make_room("lobby")
-    alice_client.get("/chat/lobby/")
+    room_enter(slug="lobby", user=alice_client.user)
     assert alice_client.get("/chat/lobby/leave").status_code == 405
     response = alice_client.post("/chat/lobby/leave")
     assert response.status_code == 302 and response["Location"] == "/chat/"
@@ -198,7 +205,7 @@ def test_a_direct_room_of_others_is_a_404_everywhere(alice_client, make_user):
 def test_api_rooms_lists_my_rooms_with_counts(alice_client, make_room, make_user, django_assert_num_queries):
     bob = make_user("bob")
     room = make_room("lobby", title="Lobby")
-    alice_client.get("/chat/lobby/")
+    room_enter(slug="lobby", user=alice_client.user)
     sent = message_post(room=room, user=bob, body="hi @alice", client_id="c1")[0]
     # session, user, the rooms
     with django_assert_num_queries(3):
