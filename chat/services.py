@@ -277,6 +277,7 @@ def membership_read(*, room: Room, user: AbstractBaseUser, up_to: int) -> ReadMa
         # A public room this user left in another tab and reads here: reading it is opening it.
         membership = membership_join(room=room, user=user)
         Membership.objects.filter(pk=membership.pk, last_read_id__lt=up_to).update(last_read_id=up_to)
+        up_to = max(up_to, membership.last_read_id)
     unread, mentions = room_counts(room=room, user=user)
     return ReadMarker(up_to=up_to, unread=unread, mentions=mentions)
 

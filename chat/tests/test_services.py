@@ -274,3 +274,16 @@ def test_a_message_into_a_room_of_a_thousand_members_is_one_write(make_user, mak
     statements = [query["sql"].split()[0] for query in queries if not query["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     # The retry check by client_id, then the one INSERT: no per-member counter to keep.
     assert statements == ["SELECT", "INSERT"]
+
+
+@pytest.mark.django_db
+def test_reading_a_public_room_left_in_another_tab_joins_it_again(make_user, make_room):
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    room_enter(slug="lobby", user=alice)
+    first = message_post(room=room, user=bob, body="one", client_id="c1")[0]["id"]
+    second = message_post(room=room, user=bob, body="two", client_id="c2")[0]["id"]
+    membership_leave(room=room, user=alice)
+    marker = membership_read(room=room, user=alice, up_to=first)
+    # Back as a newcomer, whose marker starts at the newest message.
+    assert (marker.up_to, marker.unread) == (second, 0)
+    assert Membership.objects.get(room=room, user=alice).last_read_id == second
