@@ -38,10 +38,6 @@ def _live_chat_connections() -> QuerySet[Connection]:
     return Connection.objects.live().filter(endpoint=protocol.ENDPOINT)
 
 
-def room_by_slug(*, slug: str) -> Room | None:
-    return Room.objects.filter(slug=slug).first()
-
-
 def room_readable(*, slug: str, user: AbstractBaseUser) -> Room | None:
     """The room with this slug if the user may read it; None for a missing room and a direct room of others alike."""
     return Room.objects.readable_by(user).filter(slug=slug).first()
