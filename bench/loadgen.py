@@ -124,6 +124,9 @@ class Worker:
         self.last_ns = 0
         self.per_seq: dict[str, int] = defaultdict(int)
         self.seq_waiters: dict[str, tuple[int, asyncio.Future]] = {}
+        # room.activity frames: send-to-receipt times of the message each names, and how many per socket.
+        self.activity_latencies: list[int] = []
+        self.activity_frames: dict[int, int] = defaultdict(int)
         self.closed_unexpectedly = 0
         self.errors: dict[str, int] = defaultdict(int)
         self.out = sys.stdout
@@ -137,6 +140,11 @@ class Worker:
         kind = frame.get("type")
         if kind == "chat.message":
             self.on_chat(client, frame.get("body", ""), now)
+        elif kind == "room.activity":
+            parts = ((frame.get("last_message") or {}).get("body") or "").split("|")
+            if len(parts) == 3 and parts[0] == self.tag:
+                self.activity_latencies.append(now - int(parts[2]))
+                self.activity_frames[id(client)] += 1
         elif kind == "error":
             self.errors[frame.get("code", "?")] += 1
             if client.waiting:
@@ -225,6 +233,8 @@ class Worker:
         self.first_ns = self.last_ns = 0
         self.per_seq = defaultdict(int)
         self.seq_waiters = {}
+        self.activity_latencies = []
+        self.activity_frames = defaultdict(int)
         self.errors = defaultdict(int)
         for clients in self.clients.values():
             for client in clients:
@@ -295,6 +305,8 @@ class Worker:
             "first_ns": self.first_ns,
             "last_ns": self.last_ns,
             "latencies_ns": self.latencies if latencies else [],
+            "activity_latencies_ns": self.activity_latencies if latencies else [],
+            "activity_frames": list(self.activity_frames.values()),
             "closed_unexpectedly": self.closed_unexpectedly,
             "errors": dict(self.errors),
             "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()},

@@ -291,6 +291,44 @@ def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
                 ],
             )
         )
+    activity = [r for r in results if r["scenario"] == "activity"]
+    if activity:
+        parts.append(
+            "### room.activity: members of the room online elsewhere\n\n"
+            "One sender and N receivers in the room, then the same with more members on /ws/presence/, who hear "
+            "of each message through room.activity (at most one per room per 250 ms).\n\n"
+            + table(
+                [
+                    "system",
+                    "N in the room",
+                    "members elsewhere",
+                    "room p50 ms",
+                    "room p99 ms",
+                    "lost",
+                    "activity frames",
+                    "most per member",
+                    "activity p50 ms",
+                    "activity p99 ms",
+                    "server CPU ms per message",
+                ],
+                [
+                    [
+                        r["system"],
+                        r["n"],
+                        r["members_elsewhere"],
+                        r["fanout_p50_ms"],
+                        r["fanout_p99_ms"],
+                        r["lost"],
+                        r["activity_frames"],
+                        r["frames_per_member_max"],
+                        r["activity_p50_ms"],
+                        r["activity_p99_ms"],
+                        r["server_cpu_ms_per_message"],
+                    ]
+                    for r in activity
+                ],
+            )
+        )
     errors = [r for r in results if r["scenario"] == "error"]
     if errors:
         parts.append("### Errors\n\n" + "\n".join(f"- {r['system']}: {r['error']}" for r in errors))

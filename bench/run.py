@@ -8,6 +8,7 @@ docs/benchmarks.md and docs/img/. Everything it starts is stopped at the end,
 also on Ctrl-C or an error.
 
 Run: .venv/bin/python bench/run.py [--profile quick|full] [--systems a,b] [--scenarios ...]
+(scenarios: memory, fanout, storm, scale, activity; all by default)
 """
 
 import argparse
@@ -36,8 +37,24 @@ ROOM = "bench"
 IDLE_ROOM = "idle"
 PROFILES = {
     # N for fan-out; memory N; messages per fan-out point; throughput seconds; storm size.
-    "quick": {"fanout": [100, 1000], "memory": [1000], "messages": 20, "seconds": 5, "storm": 1000, "watchers": 5},
-    "smoke": {"fanout": [50], "memory": [200], "messages": 5, "seconds": 2, "storm": 200, "watchers": 3},
+    "quick": {
+        "fanout": [100, 1000],
+        "memory": [1000],
+        "messages": 20,
+        "seconds": 5,
+        "storm": 1000,
+        "watchers": 5,
+        "activity": 1000,
+    },
+    "smoke": {
+        "fanout": [50],
+        "memory": [200],
+        "messages": 5,
+        "seconds": 2,
+        "storm": 200,
+        "watchers": 3,
+        "activity": 100,
+    },
     "full": {
         "fanout": [100, 500, 1000, 2000],
         "memory": [1000, 10000],
@@ -45,10 +62,13 @@ PROFILES = {
         "seconds": 10,
         "storm": 1000,
         "watchers": 10,
+        "activity": 1000,
     },
 }
 THROUGHPUT_N = 1000
 SENDERS = 10
+# The activity scenario's receivers in the room, beside its members elsewhere.
+ACTIVITY_IN_ROOM = 100
 
 
 @dataclass
@@ -335,6 +355,7 @@ class Bench:
         self.results: list[dict] = []
         self.workers: list[Worker] = []
         self.sessions: list[str] = []
+        self.session_users: list[int] = []  # the user id of each session
         self.redis = None
         self.base_env: dict[str, str] = {}
         self.secret_key = secrets.token_urlsafe(50)
@@ -384,7 +405,8 @@ class Bench:
 
         call_command("migrate", verbosity=0)
         needed = max(max(self.profile["fanout"]), max(self.profile["memory"]), THROUGHPUT_N) + 2
-        needed = max(needed, self.profile["storm"] + self.profile["watchers"]) + 10
+        storm = self.profile["storm"] + self.profile["watchers"]
+        needed = max(needed, storm, ACTIVITY_IN_ROOM + 1 + self.profile["activity"]) + 10
         self.sessions = self.create_sessions(needed)
         self.prepare_app_state()
 
@@ -413,6 +435,7 @@ class Bench:
                 Session(session_key=secrets.token_hex(16), session_data=store.encode(data), expire_date=expires)
             )
         Session.objects.bulk_create(sessions, batch_size=2000)
+        self.session_users = [user.pk for user in users]
         log(f"{count} users and sessions created in {time.monotonic() - started:.1f} s")
         return [s.session_key for s in sessions]
 
@@ -519,7 +542,7 @@ class Bench:
 
     # Scenarios.
 
-    async def fanout(self, system: System, servers: Servers, n: int, note: str = "") -> dict:
+    async def fanout(self, system: System, servers: Servers, n: int, note: str = "", record: bool = True) -> dict:
         """One sender; each message waits until every receiver has it (or a timeout) before the next."""
         tag = f"f{n}{note}{time.monotonic_ns() % 10**6}"
         await self.everyone("arm", tag=tag)
@@ -538,7 +561,7 @@ class Bench:
         stats = await self.everyone("stats")
         latencies = sorted(x / 1e6 for s in stats for x in s["latencies_ns"])
         received = sum(s["received"] for s in stats)
-        return self.record(
+        return (self.record if record else dict)(
             system=system.name,
             scenario="fanout",
             n=size - 1,
@@ -757,6 +780,68 @@ class Bench:
             servers.stop()
             self.prepare_app_state()
 
+    async def activity(self, system: System) -> None:
+        """room.activity: one sender and ACTIVITY_IN_ROOM receivers in the room, first alone, then with N more
+        members of the room online elsewhere (on /ws/presence/), who hear of each message through room.activity.
+
+        Recorded: the room's fan-out with and without them (the sender's path), the activity frames each member
+        got and their latency from send, and the server's CPU per message in both.
+        """
+        from chat.models import Membership, Room
+
+        servers = Servers(system, self)
+        n = self.profile["activity"]
+        keys, users = self.sessions, self.session_users
+        try:
+            await self.open(servers, "room", keys[:1])
+            await self.workers[0].call("mark_sender", group="room", index=0)
+            await self.open(servers, "room", keys[1 : ACTIVITY_IN_ROOM + 1], concurrency=25)
+            await self.settle(servers=servers)
+            room = Room.objects.get(slug=ROOM)
+            members = users[ACTIVITY_IN_ROOM + 1 : ACTIVITY_IN_ROOM + 1 + n]
+            for elsewhere in (0, n):
+                if elsewhere:
+                    Membership.objects.bulk_create(
+                        [Membership(room=room, user_id=user_id) for user_id in members], ignore_conflicts=True
+                    )
+                    await self.open(
+                        servers, "members", keys[ACTIVITY_IN_ROOM + 1 : ACTIVITY_IN_ROOM + 1 + n], path="/ws/presence/"
+                    )
+                    await self.settle(servers=servers)
+                profiler = None
+                if self.args.py_spy and elsewhere:
+                    profiler = self.start_profiler(system, servers, 5, "activity")
+                cpu_before = servers.cpu_seconds()
+                result = await self.fanout(system, servers, ACTIVITY_IN_ROOM, note=f"a{elsewhere}", record=False)
+                if profiler is not None:
+                    self.finish_profiler(profiler)
+                # The last flush comes within a window of the last message.
+                await asyncio.sleep(1.0)
+                cpu = servers.cpu_seconds() - cpu_before
+                stats = await self.everyone("stats")
+                latencies = sorted(x / 1e6 for s in stats for x in s["activity_latencies_ns"])
+                frames = [count for s in stats for count in s["activity_frames"]]
+                self.record(
+                    system=system.name,
+                    scenario="activity",
+                    n=ACTIVITY_IN_ROOM,
+                    members_elsewhere=elsewhere,
+                    messages=result["messages"],
+                    fanout_p50_ms=result["p50_ms"],
+                    fanout_p99_ms=result["p99_ms"],
+                    lost=result["lost"],
+                    activity_frames=sum(frames),
+                    members_reached=len(frames),
+                    frames_per_member_max=max(frames) if frames else 0,
+                    activity_p50_ms=round(percentile(latencies, 50), 1) if latencies else None,
+                    activity_p99_ms=round(percentile(latencies, 99), 1) if latencies else None,
+                    server_cpu_ms_per_message=round(cpu * 1000 / result["messages"], 1),
+                )
+        finally:
+            await self.everyone("close")
+            servers.stop()
+            self.prepare_app_state()
+
     async def scale_out(self, system: System) -> None:
         """The fan-out and throughput at THROUGHPUT_N with the room spread over two processes."""
         servers = Servers(system, self, count=2)
@@ -836,6 +921,8 @@ class Bench:
                     await self.storm(system)
                 if system.name in self.args.whole and "scale" in scenarios:
                     await self.scale_out(system)
+                if system.kind == "app" and "activity" in scenarios:
+                    await self.activity(system)
             except Exception as error:
                 self.record(system=system.name, scenario="error", error=f"{type(error).__name__}: {error}")
                 if self.args.fail_fast:
@@ -885,7 +972,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--systems", default="", help="comma-separated names (default: all of the profile)")
-    parser.add_argument("--scenarios", default="memory,fanout,storm,scale")
+    parser.add_argument("--scenarios", default="memory,fanout,storm,scale,activity")
     parser.add_argument(
         "--whole",
         default=APP_DEFAULT,

@@ -8,7 +8,7 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from chat import consumers, metrics, search  # noqa: F401  (registers the chat metrics)
+        from chat import checks, consumers, metrics, search  # noqa: F401  (register the chat checks and metrics)
         from presence.signals import status_changed
 
         status_changed.connect(consumers.user_status_changed, dispatch_uid="chat.room_statuses")

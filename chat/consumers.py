@@ -10,9 +10,9 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from chat import metrics, protocol
+from chat.activity import room_activity_changed
 from chat.models import Room
 from chat.selectors import (
-    room_by_slug,
     room_cursor,
     room_deleted_recently,
     room_history_cursor,
@@ -21,7 +21,16 @@ from chat.selectors import (
     room_resume,
     rooms_of_user_here,
 )
-from chat.services import message_edit, message_post, message_react
+from chat.services import (
+    RoomForbidden,
+    RoomMissing,
+    membership_read,
+    message_edit,
+    message_post,
+    message_react,
+    room_enter,
+)
+from presence.protocol import user_group
 from presence.sockets import TrackedSocket
 from realtime import protocol as transport
 from realtime.broadcast import broadcast
@@ -46,20 +55,31 @@ class ChatConsumer(TrackedSocket):
         protocol.CHAT_TYPING: "on_typing",
         protocol.CHAT_EDIT: "on_edit",
         protocol.CHAT_REACT: "on_react",
+        protocol.CHAT_READ: "on_read",
     }
 
     chat_room: Room | None = None
+    # The user's read marker as the socket opened (0: nothing read).
+    last_read = 0
     last_typing = float("-inf")
     rate_strikes = 0
 
     async def refusal(self) -> int | None:
-        """Called for a logged-in socket: 4404 for an invalid slug or a room that does not exist."""
+        """Called for a logged-in socket: 4404 for an invalid slug or no such room, 4403 for another's direct room.
+
+        Opening a public room's socket makes the user a member, as opening its page does.
+        """
         slug = self.scope["url_route"]["kwargs"]["slug"]
         if not protocol.slug_is_valid(slug):
             return transport.CLOSE_NOT_FOUND
-        self.chat_room = await database_sync_to_async(room_by_slug)(slug=slug)
-        if self.chat_room is None:
+        try:
+            membership = await database_sync_to_async(room_enter)(slug=slug, user=self.scope["user"])
+        except RoomMissing:
             return transport.CLOSE_NOT_FOUND
+        except RoomForbidden:
+            return transport.CLOSE_FORBIDDEN
+        self.chat_room = membership.room
+        self.last_read = membership.last_read_id
         self.topic = slug
         return None
 
@@ -85,19 +105,28 @@ class ChatConsumer(TrackedSocket):
             return self.resumed_from_cursor(cursor)
         if after is None:
             messages, has_more, now = room_history_cursor(room=self.chat_room)
-            return protocol.history_frame(self.topic, messages, has_more, cursor=now)
+            return protocol.history_frame(self.topic, messages, has_more, cursor=now, last_read=self.last_read or None)
         now = room_cursor(room=self.chat_room)
         messages, has_more, deleted = self.resumed(after)
-        return protocol.history_frame(self.topic, messages, has_more, deleted, cursor=now)
+        return protocol.history_frame(
+            self.topic, messages, has_more, deleted, cursor=now, last_read=self.last_read or None
+        )
 
     def resumed_from_cursor(self, cursor: str) -> dict[str, Any]:
         """What a client that saw up to `cursor` missed; the last messages with reset when it is unknown or expired."""
         missed = room_resume(room=self.chat_room, cursor=cursor)
         if missed is None:
             messages, has_more, now = room_history_cursor(room=self.chat_room)
-            return protocol.history_frame(self.topic, messages, has_more, cursor=now, reset=True)
+            return protocol.history_frame(
+                self.topic, messages, has_more, cursor=now, reset=True, last_read=self.last_read or None
+            )
         return protocol.history_frame(
-            self.topic, missed["messages"], False, cursor=missed["cursor"], changes=missed["changes"]
+            self.topic,
+            missed["messages"],
+            False,
+            cursor=missed["cursor"],
+            changes=missed["changes"],
+            last_read=self.last_read or None,
         )
 
     def query_value(self, name: str) -> str | None:
@@ -158,6 +187,22 @@ class ChatConsumer(TrackedSocket):
         group = protocol.room_group(self.topic)
         if await broadcast(group, message, label="chat_message", skip=self.channel_name):
             metrics.MESSAGES_BROADCAST.inc()
+        # The members' counts go out from a coalesced task, never on this path.
+        room_activity_changed(self.chat_room, message)
+
+    async def on_read(self, frame: dict[str, Any]) -> None:
+        """Called with {"type": "chat.read", "up_to": <id>}: move the marker forward; every tab of the user hears it."""
+        up_to = protocol.read_up_to(frame)
+        user = self.scope["user"]
+        try:
+            marker = await database_sync_to_async(membership_read)(room=self.chat_room, user=user, up_to=up_to)
+        except DatabaseError:
+            logger.exception("read marker in %s could not be moved", self.topic)
+            raise ProtocolError(transport.UNAVAILABLE, "The read marker was not moved; send it again.") from None
+        if marker is None:
+            return  # there or past it already: nothing moved, nobody to tell
+        read = protocol.read_frame(self.topic, marker.up_to, marker.unread, marker.mentions)
+        await broadcast(user_group(user.pk), read, label="chat_read")
 
     async def on_edit(self, frame: dict[str, Any]) -> None:
         edited = await self.stored_change(

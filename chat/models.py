@@ -3,24 +3,48 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from chat.protocol import SLUG_PATTERN
+from chat.protocol import KIND_DIRECT, KIND_PUBLIC, SLUG_PATTERN
 
 slug_validator = RegexValidator(f"^{SLUG_PATTERN}$", "Lower-case letters, digits and hyphens, at most 50.")
 
 
+class RoomQuerySet(models.QuerySet):
+    def readable_by(self, user) -> "RoomQuerySet":
+        """The rooms a user may open, read, search and be notified of: every public room, and their direct rooms.
+
+        The one place the rule lives: every page, socket, endpoint and count that
+        shows a room or its messages starts from it.
+        """
+        if user is None or not user.is_authenticated:
+            return self.none()
+        member = Membership.objects.filter(room_id=OuterRef("pk"), user_id=user.pk)
+        # Exists, not a join: a join on a public room's members would repeat the room once per member.
+        return self.filter(Q(kind=KIND_PUBLIC) | Q(Exists(member)))
+
+
 class Room(models.Model):
-    """A chat room, addressed by its slug in URLs and channel-layer group names."""
+    """A chat room, addressed by its slug in URLs and channel-layer group names.
+
+    A public room is open to every logged-in user; a direct room to its two
+    members only (slug dm-<low user id>-<high user id>).
+    """
+
+    KINDS = [(KIND_PUBLIC, "public"), (KIND_DIRECT, "direct")]
 
     slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
     title = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=KINDS, default=KIND_PUBLIC)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # The last seq of the room's change log (RoomChange); raised under the row's lock.
     change_seq = models.BigIntegerField(default=0)
+
+    objects = RoomQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]
@@ -44,16 +68,53 @@ class Message(models.Model):
     # The reactions as every frame lists them ([{"emoji", "users"}]), rewritten with each toggle (Reaction rows
     # are the truth): a history is then one query, which matters when a thousand sockets open at once.
     reaction_summary = models.JSONField(default=list)
+    # The usernames written @username in the body, worked out once when it is
+    # stored: " alice bob " (sorted, space-separated, a space at each end, so
+    # that a LIKE '% alice %' finds one name; usernames hold no spaces), or "".
+    mentions = models.TextField(default="", blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["room", "author", "client_id"], name="chat_message_once_per_client_id"),
         ]
-        # History reads walk one room by id, in both directions.
-        indexes = [models.Index(fields=["room", "id"], name="chat_message_room_id")]
+        indexes = [
+            # History reads walk one room by id, in both directions; unread counts walk it from a marker,
+            # and with the author in the index (PostgreSQL) they need no row but the index's.
+            models.Index(fields=["room", "id"], include=["author"], name="chat_message_room_id_author"),
+            # Mention counts walk only the messages that mention someone.
+            models.Index(
+                fields=["room", "id"],
+                include=["author", "mentions"],
+                condition=~Q(mentions=""),
+                name="chat_message_mentioned",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.author_id} in {self.room_id}: {self.body[:40]}"
+
+
+class Membership(models.Model):
+    """A user's place in a room: it puts the room on their list, and it is their read marker there.
+
+    Counts are read from it: unread is the others' messages after
+    last_read_id, so a message costs one write however many members its room has.
+    """
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_memberships")
+    # The newest message id the user has been shown (0: none); it only moves forward.
+    last_read_id = models.BigIntegerField(default=0)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the (room, user) index that the counts of a room's members are read through.
+            models.UniqueConstraint(fields=["room", "user"], name="chat_membership_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id}, read to {self.last_read_id}"
 
 
 class RoomChangeQuerySet(models.QuerySet):

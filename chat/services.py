@@ -1,13 +1,20 @@
-"""Chat writes: rooms, messages, moderation. Broadcasts go out only after the data is committed."""
+"""Chat writes: rooms, membership and read markers, messages, moderation.
+
+Broadcasts go out only after the data is committed.
+"""
 
 import logging
+import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -16,9 +23,9 @@ from accounts.services import audit_record_many
 from accounts.text import TextRefused, emoji_clean, text_clean
 from chat import protocol
 from chat.formatting import message_html
-from chat.models import Message, MessageEdit, Reaction, Room, RoomChange
+from chat.models import Membership, Message, MessageEdit, Reaction, Room, RoomChange
 from chat.ratelimit import rate_take
-from chat.selectors import MESSAGE_FIELDS, message_reactions
+from chat.selectors import MESSAGE_FIELDS, message_reactions, room_counts, room_readable
 from realtime import protocol as transport
 from realtime.broadcast import broadcast_sync
 from realtime.protocol import ProtocolError
@@ -43,6 +50,43 @@ def client_id_clean(client_id: Any) -> str:
             transport.INVALID, f"'client_id' must be 1 to {protocol.CLIENT_ID_MAX_CHARS} of A-Z a-z 0-9 . _ : -"
         )
     return client_id
+
+
+# @name where a name may start: not inside a word or an e-mail address. Django
+# usernames are letters, digits and @ . + - _.
+_MENTION = re.compile(r"(?<![\w.@+-])@([\w.@+-]{1,150})")
+# The names looked up for one message, at most (a body of 2,000 characters could hold 1,000).
+MENTIONS_MAX = 50
+
+
+def mentions_find(*, body: str, room: Room) -> set[str]:
+    """The usernames a body mentions: @name of an active user who may read the room, case-insensitive.
+
+    At most two queries, and none for a body without an @: names as typed on
+    the username index first (what the composer completes), then the others
+    case-insensitively.
+    """
+    if "@" not in body:
+        return set()
+    typed: set[str] = set()
+    for match in _MENTION.finditer(body):
+        name = match.group(1)
+        # "@alice." ends a sentence; "@bob.smith" is a name.
+        typed.update(candidate for candidate in (name, name.rstrip(".-+@")) if candidate)
+        if len(typed) >= MENTIONS_MAX:
+            break
+    if not typed:
+        return set()
+    users = get_user_model().objects.filter(is_active=True)
+    if room.kind == protocol.KIND_DIRECT:
+        users = users.filter(chat_memberships__room=room)
+    found = set(users.filter(username__in=typed).values_list("username", flat=True))
+    known = {name.lower() for name in found}
+    rest = {name.lower() for name in typed} - known
+    if rest:
+        folded = users.annotate(folded=Lower("username")).filter(folded__in=rest)
+        found.update(folded.values_list("username", flat=True))
+    return found
 
 
 def _stored(room: Room, user: AbstractBaseUser, client_id: str) -> dict[str, Any] | None:
@@ -89,11 +133,15 @@ def message_post(
     if wait > 0:
         raise ProtocolError(transport.RATE_LIMITED, f"Too many messages; the next one is allowed in {wait:.1f} s.")
     html = message_html(text)
+    mentions = protocol.mentions_stored(mentions_find(body=text, room=room))
     try:
         with transaction.atomic():
             # The room's seq first: its lock orders the message ids with the changes.
             seq = _room_seq_take(room.pk)
-            message = Message.objects.create(room=room, author=user, body=text, client_id=client_id, html=html)
+            # The one write of a message, however many members the room has: counts are read from the markers.
+            message = Message.objects.create(
+                room=room, author=user, body=text, client_id=client_id, html=html, mentions=mentions
+            )
             seq_cursor = room_change_record(room_id=room.pk, kind=RoomChange.POSTED, message_id=message.id, seq=seq)
     except IntegrityError:
         # Two sockets sent the same client_id at once: the unique constraint
@@ -113,6 +161,7 @@ def message_post(
             "html": message.html,
             "edited_at": None,
             "reaction_summary": [],
+            "mentions": message.mentions,
         },
         cursor=seq_cursor,
     )
@@ -236,11 +285,15 @@ def room_title_clean(title: Any) -> str:
 
 
 def room_create(*, title: str, user: AbstractBaseUser) -> Room:
-    """Create a room named title; ValidationError when the name is refused, makes no valid slug or is taken."""
+    """Create a public room named title; ValidationError when the name is refused, makes no valid slug or is taken."""
     title = room_title_clean(title)
     slug = slugify(title)[:50].strip("-")
     if not protocol.slug_is_valid(slug):
         raise ValidationError("Use at least one letter or digit.", code="invalid")
+    if protocol.slug_is_direct(slug):
+        raise ValidationError(
+            "Names like %(slug)s are kept for direct messages.", code="reserved", params={"slug": slug}
+        )
     if slug in protocol.RESERVED_SLUGS or Room.objects.filter(slug=slug).exists():
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug})
     try:
@@ -250,7 +303,109 @@ def room_create(*, title: str, user: AbstractBaseUser) -> Room:
         raise ValidationError("A room called %(slug)s exists already.", code="taken", params={"slug": slug}) from None
 
 
-def room_open(*, slug: str, user: AbstractBaseUser) -> Room:
-    """The room with this (valid) slug, created on first visit."""
-    room, _ = Room.objects.get_or_create(slug=slug, defaults={"title": slug, "created_by": user})
+class RoomMissing(Exception):
+    """No room has this slug."""
+
+
+class RoomForbidden(Exception):
+    """The room exists and the user may not read it (a direct room of two others)."""
+
+
+def membership_join(*, room: Room, user: AbstractBaseUser) -> Membership | None:
+    """The user's membership of a room they open; made on their first visit of a public room, with what is there read.
+
+    None for a direct room they are not in (its members are fixed).
+    """
+    found = Membership.objects.filter(room=room, user_id=user.pk).first()
+    if found is not None or room.kind != protocol.KIND_PUBLIC:
+        return found
+    # A newcomer has not missed the room's past: their marker starts at its newest message.
+    newest = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(room=room, user=user, last_read_id=newest)
+    except IntegrityError:
+        # Two tabs opened the room at once: the other made the row.
+        return Membership.objects.get(room=room, user_id=user.pk)
+
+
+def room_enter(*, slug: str, user: AbstractBaseUser) -> Membership:
+    """Open a room (page or socket): the user's membership, made on a public room's first visit.
+
+    RoomMissing when no room has the slug; RoomForbidden when the user may not read it.
+    """
+    room = room_readable(slug=slug, user=user)
+    if room is None:
+        if Room.objects.filter(slug=slug).exists():
+            raise RoomForbidden(slug)
+        raise RoomMissing(slug)
+    membership = membership_join(room=room, user=user)
+    if membership is None:  # a direct room that lost a member row: nobody else may read it
+        raise RoomForbidden(slug)
+    membership.room = room
+    return membership
+
+
+def membership_leave(*, room: Room, user: AbstractBaseUser) -> bool:
+    """Take a public room off a user's list (opening it again brings it back); PermissionDenied for a direct room."""
+    if room.kind != protocol.KIND_PUBLIC:
+        raise PermissionDenied("A direct room's members are fixed.")
+    deleted, _ = Membership.objects.filter(room=room, user_id=user.pk).delete()
+    return deleted > 0
+
+
+@dataclass(frozen=True)
+class ReadMarker:
+    """Where a member's marker stands after a move, and their room's counts from there."""
+
+    up_to: int
+    unread: int
+    mentions: int
+
+
+def membership_read(*, room: Room, user: AbstractBaseUser, up_to: int) -> ReadMarker | None:
+    """Move a member's read marker forward to up_to; None when it was there or past it already (never back).
+
+    ProtocolError(invalid) when up_to is not a message of this room (a deleted one still is).
+    """
+    if not (
+        Message.objects.filter(room=room, id=up_to).exists()
+        or RoomChange.objects.filter(room=room, kind=RoomChange.DELETED, message_id=up_to).exists()
+    ):
+        raise ProtocolError(transport.INVALID, "'up_to' must be the id of a message of this room.")
+    # One conditional UPDATE: two tabs reading at once leave the larger id.
+    moved = Membership.objects.filter(room=room, user_id=user.pk, last_read_id__lt=up_to).update(last_read_id=up_to)
+    if not moved:
+        if Membership.objects.filter(room=room, user_id=user.pk).exists() or room.kind != protocol.KIND_PUBLIC:
+            return None
+        # A public room this user left in another tab and reads here: reading it is opening it.
+        membership = membership_join(room=room, user=user)
+        Membership.objects.filter(pk=membership.pk, last_read_id__lt=up_to).update(last_read_id=up_to)
+        up_to = max(up_to, membership.last_read_id)
+    unread, mentions = room_counts(room=room, user=user)
+    return ReadMarker(up_to=up_to, unread=unread, mentions=mentions)
+
+
+def room_direct_open(*, user: AbstractBaseUser, other: AbstractBaseUser) -> Room:
+    """The direct room of two users (slug dm-<low id>-<high id>), made with both as members on first use."""
+    if user.pk == other.pk:
+        raise ValueError("a direct room needs two people")
+    slug = protocol.direct_slug(user.pk, other.pk)
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        first, second = sorted((user, other), key=lambda person: person.pk)
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    slug=slug,
+                    kind=protocol.KIND_DIRECT,
+                    title=f"{first.get_username()}, {second.get_username()}"[: protocol.TITLE_MAX_CHARS],
+                    created_by=user,
+                )
+                Membership.objects.bulk_create([Membership(room=room, user=first), Membership(room=room, user=second)])
+        except IntegrityError:
+            room = Room.objects.get(slug=slug)
+    if room.kind != protocol.KIND_DIRECT:
+        # Migration 0004 moved public rooms off direct slugs and room_create refuses them.
+        raise RoomForbidden(slug)
     return room

@@ -69,6 +69,10 @@ def database_from_url(url: str) -> dict:
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL; got scheme {parts.scheme!r}.")
     options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    # PostgreSQL's JIT compiles a plan whose estimated cost passes jit_above_cost:
+    # 0.3 to 0.6 s of compiling for /api/rooms, a 10 ms query (docs/benchmarks.md).
+    # ?options=... in the URL replaces this.
+    options.setdefault("options", "-c jit=off")
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parts.path.lstrip("/")) or "postgres",
@@ -427,6 +431,9 @@ CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 2.0)
 # room.presence goes out at most once per room per window from each process, so
 # that a crowd joining a room does not cost a whole list per join; 0 sends one per change.
 CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
+# room.activity (members' counts when their rooms get messages) goes out at
+# most once per room per window from each process, off the sender's path.
+CHAT_ACTIVITY_WINDOW = env_float("CHAT_ACTIVITY_WINDOW", 0.25)
 # How long a deleted message is remembered for clients that resume after it
 # (?after=<id>); one away for longer shows it until the page is loaded again.
 # It is also how long a room's change log (edits, deletions, reactions) is kept

@@ -49,6 +49,8 @@ ADDRESS_SEPARATOR = "#"
 ADDRESS_KEY = "__socket__"
 # The key that names the group of a broadcast (realtime.protocol.forward_event).
 GROUP_KEY = "group"
+# deliver_each() yields to the event loop after writing this many frames.
+DELIVER_EACH_SLICE = 100
 
 
 class Fanout:
@@ -116,6 +118,9 @@ class Fanout:
                 await self.runtime.layer.lost(f"this process's inbox could not receive ({type(error).__name__})")
                 await asyncio.sleep(1)
                 continue
+            if message.get("type") == protocol.EVENT_FORWARD_EACH:
+                await self.deliver_each(message["frames"])
+                continue
             address = message.pop(ADDRESS_KEY, None)
             if address is None:
                 await self.deliver(message.get(GROUP_KEY), message)
@@ -150,6 +155,20 @@ class Fanout:
         if lock is None:
             lock = self.locks[group] = asyncio.Lock()
         return lock
+
+    async def deliver_each(self, frames: dict[str, str]) -> None:
+        """Write each of this process's sockets named in frames its own frame (a socket that closed is skipped)."""
+        sockets = self.runtime.sockets
+        for n, (address, text) in enumerate(frames.items(), 1):
+            member = sockets.get(address)
+            if member is not None:
+                try:
+                    await member.frame_forward({"type": protocol.EVENT_FORWARD, "text": text, "skip": None})
+                except Exception:
+                    logger.debug("a forward to %s failed", address, exc_info=True)
+            if n % DELIVER_EACH_SLICE == 0:
+                # Writing a thousand frames holds the loop for tens of milliseconds: let other sockets' work in.
+                await asyncio.sleep(0)
 
     async def join(self, group: str, address: str) -> None:
         """Add a socket to a group; the process's membership is renewed by joins, at most once a second.
@@ -235,6 +254,32 @@ async def send_to_socket(address: str, event: dict[str, Any]) -> None:
     if not separator:
         raise ValueError(f"not a socket address: {address!r}")
     await get_channel_layer().send(inbox, {**event, ADDRESS_KEY: address})
+
+
+async def send_to_sockets(frames: dict[str, str], *, label: str) -> bool:
+    """Send each socket its own serialized frame, on whichever process holds it: one layer message per process.
+
+    For frames that differ per socket and go to many at once (a count per
+    reader): a message per socket would cost each one a layer round trip. True
+    when the layer took every message; a failure is counted and logged, not
+    raised, and not retried (the caller knows what to send again).
+    """
+    by_inbox: dict[str, dict[str, str]] = {}
+    for address, text in frames.items():
+        inbox, separator, _ = address.partition(ADDRESS_SEPARATOR)
+        if not separator:
+            raise ValueError(f"not a socket address: {address!r}")
+        by_inbox.setdefault(inbox, {})[address] = text
+    layer = get_channel_layer()
+    delivered = True
+    for inbox, batch in by_inbox.items():
+        try:
+            await asyncio.wait_for(layer.send(inbox, protocol.forward_each_event(batch)), LAYER_TIMEOUT)
+        except Exception as error:
+            metrics.LAYER_ERRORS.labels(label).inc()
+            logger.warning("%s to %d sockets of %s failed (%s)", label, len(batch), inbox, type(error).__name__)
+            delivered = False
+    return delivered
 
 
 async def sockets_end(addresses: list[str], reason: str) -> int:

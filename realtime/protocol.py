@@ -46,6 +46,9 @@ MAX_FRAME_DEPTH = 32
 # validated slugs: layer names are ASCII [a-zA-Z0-9-_.], < 100 chars.
 EVENT_FORWARD = "frame.forward"  # {"text": <serialized frame>, "skip": <socket address or None>, "group": <name>}
 EVENT_SESSION_END = "session.end"
+# {"frames": {<socket address>: <serialized frame>}}: a different frame for each of many sockets of one process,
+# in one layer message to its inbox (realtime.fanout.send_to_sockets).
+EVENT_FORWARD_EACH = "frames.forward"
 
 
 class ProtocolError(Exception):
@@ -134,3 +137,8 @@ def session_end_event(reason: str) -> dict[str, Any]:
 def forward_event(frame: dict[str, Any], *, group: str, skip: str | None = None) -> dict[str, Any]:
     """A layer event carrying a frame serialized once for every receiver in group (each process's inbox hears it)."""
     return {"type": EVENT_FORWARD, "text": dumps(frame), "skip": skip, "group": group}
+
+
+def forward_each_event(frames: dict[str, str]) -> dict[str, Any]:
+    """A layer event carrying one serialized frame per socket address, all of one process."""
+    return {"type": EVENT_FORWARD_EACH, "frames": frames}

@@ -18,3 +18,18 @@ def make_room(django_user_model):
         return Room.objects.create(slug=slug, title=title or slug)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def quick_activity(settings) -> None:
+    """room.activity at once after each message, as room presence is (root conftest's quick_presence)."""
+    settings.CHAT_ACTIVITY_WINDOW = 0
+
+
+@pytest.fixture(autouse=True)
+def json_probed(request) -> None:
+    """SQLite checks once per connection that it has JSON functions: not a query of the lists that tests count."""
+    if "django_assert_num_queries" in request.fixturenames:
+        from django.db import connection
+
+        assert connection.features.supports_json_field

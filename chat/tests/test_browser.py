@@ -309,9 +309,10 @@ def test_edits_reactions_and_formatting_show_live_and_hostile_bodies_stay_inert(
     expect(message_item(alice_page, "def f").locator("pre code")).to_have_text("def f():\n    return 1\n")
     for body, node in zip(hostile, bodies(alice_page).all()[2:], strict=True):
         expect(node).to_have_text(body.replace("&lt;", "<").replace("&gt;", ">"))
-    alice_page.locator("#messages a").last.hover()
+    # The bodies' links (authors' names are links too now: to a direct room, on this site).
+    alice_page.locator("#messages .message-body a").last.hover()
     assert alice_page.locator("#messages script, #messages img, #messages [onerror], #messages b").count() == 0
-    hrefs = alice_page.eval_on_selector_all("#messages a", "links => links.map(link => link.href)")
+    hrefs = alice_page.eval_on_selector_all("#messages .message-body a", "links => links.map(link => link.href)")
     assert all(href.startswith("https://") for href in hrefs), hrefs
 
     # Bob fixes his first message: alice's open page shows it, and "(edited)" opens the earlier version.

@@ -16,20 +16,24 @@ from presence_site.testing import answers_ping, close_code, forgotten
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("layer")]
 
 
+# Frames about the room's people, the user's other rooms and their own status, which come whenever they change.
+BACKGROUND = {"room.presence", "room.activity", "presence.status"}
+
+
 async def next_of(communicator, frame_type: str, timeout: float = 5) -> dict:
-    """The next frame of one type, skipping room.presence updates (and the user's own status echoes) in between."""
+    """The next frame of one type, skipping room.presence, room.activity and own status updates in between."""
     while True:
         frame = await communicator.receive_json_from(timeout=timeout)
         if frame["type"] == frame_type:
             return frame
-        assert frame["type"] in {"room.presence", "presence.status"}, frame
+        assert frame["type"] in BACKGROUND, frame
 
 
 async def nothing_but_presence(communicator) -> bool:
-    """True when only room.presence frames (or nothing) arrive within a short wait."""
+    """True when only room.presence and room.activity frames (or nothing) arrive within a short wait."""
     while not await communicator.receive_nothing(timeout=0.3):
         frame = await communicator.receive_json_from(timeout=1)
-        if frame["type"] != "room.presence":
+        if frame["type"] not in BACKGROUND:
             return False
     return True
 

@@ -110,3 +110,34 @@ def test_the_migration_goes_back_without_touching_the_rows(migrate):
 
     apps = migrate(BEFORE)
     assert list(apps.get_model("chat", "Message").objects.values_list("body", flat=True)) == ["hi"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("chunk", [1000, 2])
+def test_authors_become_members_with_their_rooms_read_and_direct_slugs_move_aside(migrate, monkeypatch, chunk):
+    monkeypatch.setattr(import_module("chat.migrations.0004_rooms_membership_mentions"), "CHUNK", chunk)
+    apps = migrate(AFTER)
+    User = apps.get_model("auth", "User")
+    alice, bob, carol = (User.objects.create(username=name, password="!") for name in ("alice", "bob", "carol"))
+    Room, Message = apps.get_model("chat", "Room"), apps.get_model("chat", "Message")
+    lobby, quiet = Room.objects.create(slug="lobby", title="Lobby"), Room.objects.create(slug="quiet", title="Q")
+    # Made by a GET when that still created rooms: it would pass for the direct room of users 1 and 2.
+    squatted = Room.objects.create(slug="dm-1-2", title="dm-1-2")
+    Room.objects.create(slug="dm-1-2-room", title="taken")
+    for n, (room, author) in enumerate([(lobby, alice), (lobby, bob), (lobby, alice), (squatted, carol)]):
+        Message.objects.create(room=room, author=author, body="hi", client_id=f"c{n}")
+
+    apps = migrate(("chat", "0004_rooms_membership_mentions"))
+    Room, Membership = apps.get_model("chat", "Room"), apps.get_model("chat", "Membership")
+    newest = {room_id: top for room_id, top in Message.objects.values_list("room_id", "id").order_by("id")}
+    rows = Membership.objects.values_list("room__slug", "user__username", "last_read_id")
+    assert sorted(rows) == sorted(
+        [
+            ("lobby", "alice", newest[lobby.id]),
+            ("lobby", "bob", newest[lobby.id]),
+            ("dm-1-2-room-2", "carol", newest[squatted.id]),
+        ]
+    )
+    assert Room.objects.get(id=squatted.id).slug == "dm-1-2-room-2"
+    assert set(Room.objects.values_list("kind", flat=True)) == {"public"}
+    assert not Membership.objects.filter(room=quiet.id).exists()

@@ -5,8 +5,17 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat.models import Message
-from chat.selectors import room_history, room_list, room_messages_after, room_presence
+from chat.models import Membership, Message, Room
+from chat.selectors import (
+    room_activity_members,
+    room_counts,
+    room_history,
+    room_list,
+    room_messages_after,
+    room_presence,
+    rooms_of_user,
+)
+from chat.services import message_delete, message_post, room_direct_open, room_enter
 from presence.models import Connection
 
 pytestmark = pytest.mark.django_db
@@ -42,8 +51,95 @@ def test_room_list_counts_people_once_each_in_one_query(make_user, make_room, dj
     connect(carol, "zoo", age=settings.PRESENCE_TTL + 5)  # a dead process's socket
     connect(carol, "", endpoint="presence")
     with django_assert_num_queries(1):
-        rooms = room_list()
+        rooms = room_list(user=carol)
     assert [(r["slug"], r["present"]) for r in rooms] == [("lobby", 2), ("quiet", 0), ("zoo", 1)]
+
+
+def test_room_list_offers_the_public_rooms_one_is_not_in_and_no_direct_room(make_user, make_room):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    make_room("lobby"), make_room("zoo")
+    room_direct_open(user=alice, other=bob)
+    room_enter(slug="zoo", user=carol)
+    assert [r["slug"] for r in room_list(user=carol)] == ["lobby"]
+    assert [r["slug"] for r in room_list(user=alice)] == ["lobby", "zoo"]
+
+
+def test_readable_by_is_every_public_room_once_and_only_ones_own_direct_rooms(make_user, make_room):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    lobby = make_room("lobby")
+    for user in (alice, bob, carol):
+        room_enter(slug="lobby", user=user)  # members must not repeat the room
+    direct = room_direct_open(user=alice, other=bob)
+    assert list(Room.objects.readable_by(alice)) == [direct, lobby]
+    assert list(Room.objects.readable_by(carol)) == [lobby]
+
+
+def test_my_rooms_have_counts_and_the_newest_message_most_recent_first_in_one_query(
+    make_user, make_room, django_assert_num_queries
+):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    lobby, busy = make_room("lobby"), make_room("busy")
+    make_room("quiet", title="Quiet room")
+    for slug in ("lobby", "quiet", "busy"):
+        room_enter(slug=slug, user=alice)
+    direct = room_direct_open(user=bob, other=alice)
+    message_post(room=lobby, user=bob, body="hello @alice", client_id="l1")
+    message_post(room=lobby, user=alice, body="mine: never unread", client_id="l2")
+    message_post(room=busy, user=bob, body="one", client_id="b1")
+    gone = message_post(room=busy, user=carol, body="deleted: never unread", client_id="b2")[0]
+    message_delete(user=carol, message_id=gone["id"])
+    message_post(room=direct, user=bob, body="psst @ALICE @bob", client_id="d1")
+    newest = message_post(room=busy, user=carol, body="@alice @carol", client_id="b3")[0]
+
+    with django_assert_num_queries(1):
+        rooms = rooms_of_user(user=alice)
+    assert [(r["slug"], r["title"], r["kind"], r["unread"], r["mentions"]) for r in rooms] == [
+        ("busy", "busy", "public", 2, 1),
+        (direct.slug, "bob", "direct", 1, 1),
+        ("lobby", "lobby", "public", 1, 1),
+        ("quiet", "Quiet room", "public", 0, 0),
+    ]
+    # A live frame also carries the room's cursor; a stored one does not.
+    assert rooms[0]["last_message"] == {key: value for key, value in newest.items() if key != "cursor"}
+    assert rooms[0]["last_message"]["mentions"] == ["alice", "carol"]
+    assert rooms[-1]["last_message"] is None and rooms[-1]["last_read"] is None
+    # The other member sees the direct room under alice's name; carol does not see it at all.
+    assert [r["title"] for r in rooms_of_user(user=bob) if r["kind"] == "direct"] == ["alice"]
+    assert rooms_of_user(user=carol) == []
+
+
+def test_room_activity_goes_to_members_sockets_elsewhere_with_their_counts_in_two_queries(
+    make_user, make_room, django_assert_num_queries, settings
+):
+    alice, bob, carol, dave, erin = (make_user(name) for name in ("alice", "bob", "carol", "dave", "erin"))
+    room = make_room("lobby")
+    for user in (alice, bob, carol, dave):
+        room_enter(slug="lobby", user=user)
+    connect(alice, "", endpoint="presence")  # the presence page: hears of it
+    connect(bob, "lobby")  # in the room itself: gets the messages, not the counts
+    connect(carol, "lobby")
+    connect(carol, "other")  # in the room and in another: hears of it there only
+    connect(dave, "", endpoint="presence", age=settings.PRESENCE_TTL + 5)  # a dead process's socket
+    connect(erin, "", endpoint="presence")  # online, not a member
+    message_post(room=room, user=bob, body="@carol hi", client_id="c1")
+    message_post(room=room, user=bob, body="again", client_id="c2")
+    first_id = Message.objects.order_by("id").first().id
+    Membership.objects.filter(user=carol).update(last_read_id=first_id)
+    with django_assert_num_queries(2):
+        members = room_activity_members(room=room)
+    alice_page = Connection.objects.get(user=alice).channel_name
+    carol_elsewhere = Connection.objects.get(user=carol, topic="other").channel_name
+    assert members == [
+        {"user_id": alice.pk, "title": "lobby", "unread": 2, "mentions": 0, "last_read": 0, "sockets": [alice_page]},
+        {
+            "user_id": carol.pk,
+            "title": "lobby",
+            "unread": 1,
+            "mentions": 0,
+            "last_read": first_id,
+            "sockets": [carol_elsewhere],
+        },
+    ]
 
 
 def test_room_presence_lists_live_users_once_sorted(make_user, make_room, settings):
@@ -116,3 +212,13 @@ def test_a_socket_opens_with_the_history_and_its_cursor_in_one_query(make_user, 
         messages, more, cursor = room_history_cursor(room=room)
     assert [m["id"] for m in messages] == sent and not more and cursor == room_cursor(room=room)
     assert messages[0]["reactions"] == [{"emoji": "👍", "users": ["alice"]}] and messages[1]["reactions"] == []
+
+
+def test_counts_stop_at_the_cap_however_long_a_room_was_left_unread(make_user, make_room, monkeypatch):
+    monkeypatch.setattr("chat.protocol.COUNT_MAX", 3)
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    room_enter(slug="lobby", user=alice)
+    Message.objects.bulk_create(
+        Message(room=room, author=bob, body=f"@alice {n}", client_id=f"c{n}", mentions=" alice ") for n in range(5)
+    )
+    assert room_counts(room=room, user=alice) == (3, 3)

@@ -5,10 +5,23 @@ import threading
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from chat.models import Message, Room
+from chat.models import Membership, Message, Room
 from chat.ratelimit import rate_take
-from chat.services import body_clean, message_delete, message_post, room_create, room_open
+from chat.services import (
+    RoomForbidden,
+    RoomMissing,
+    body_clean,
+    membership_leave,
+    membership_read,
+    mentions_find,
+    message_delete,
+    message_post,
+    room_create,
+    room_direct_open,
+    room_enter,
+)
 from realtime.protocol import ProtocolError
 
 
@@ -142,7 +155,137 @@ def test_room_create_refuses_a_taken_name(make_user):
 
 
 @pytest.mark.django_db
-def test_room_open_creates_once(make_user):
+@pytest.mark.parametrize("title", ["dm 1 2", "DM-10-3", "dm--4--5"])
+def test_room_create_refuses_the_slugs_of_direct_rooms(make_user, title):
+    with pytest.raises(ValidationError) as raised:
+        room_create(title=title, user=make_user("alice"))
+    assert raised.value.code == "reserved"
+    assert not Room.objects.exists()
+
+
+@pytest.mark.django_db
+def test_opening_a_public_room_makes_one_membership_with_its_past_read(make_user, make_room):
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    earlier = message_post(room=room, user=bob, body="before alice came", client_id="c1")[0]
+    first = room_enter(slug="lobby", user=alice)
+    again = room_enter(slug="lobby", user=alice)
+    assert first.pk == again.pk and first.room == room
+    # A newcomer has missed nothing: the room's past counts as read.
+    assert first.last_read_id == earlier["id"]
+    assert Membership.objects.filter(room=room).count() == 1
+
+
+@pytest.mark.django_db
+def test_entering_a_missing_room_or_anothers_direct_room_is_refused_without_a_trace(make_user):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    room = room_direct_open(user=alice, other=bob)
+    with pytest.raises(RoomForbidden):
+        room_enter(slug=room.slug, user=carol)
+    with pytest.raises(RoomMissing):
+        room_enter(slug="nowhere", user=carol)
+    assert not Membership.objects.filter(user=carol).exists()
+    assert not Room.objects.filter(slug="nowhere").exists()
+    assert room_enter(slug=room.slug, user=bob).room == room
+
+
+@pytest.mark.django_db
+def test_a_direct_room_is_one_room_for_both_people_whoever_opens_it(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    room = room_direct_open(user=bob, other=alice)
+    assert room_direct_open(user=alice, other=bob) == room
+    low, high = sorted((alice.pk, bob.pk))
+    assert room.slug == f"dm-{low}-{high}" and room.kind == "direct"
+    assert set(room.memberships.values_list("user__username", flat=True)) == {"alice", "bob"}
+    with pytest.raises(ValueError):
+        room_direct_open(user=alice, other=alice)
+
+
+@pytest.mark.django_db
+def test_leaving_takes_a_public_room_off_and_a_direct_rooms_members_are_fixed(make_user, make_room):
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    room_enter(slug="lobby", user=alice)
+    assert membership_leave(room=room, user=alice) is True
+    assert not Membership.objects.filter(user=alice).exists()
+    direct = room_direct_open(user=alice, other=bob)
+    with pytest.raises(PermissionDenied):
+        membership_leave(room=direct, user=alice)
+    assert direct.memberships.count() == 2
+
+
+@pytest.mark.django_db
+def test_mentions_are_existing_active_users_any_case_never_inside_an_address(make_user, make_room):
+    room = make_room("lobby")
+    for name in ("alice", "Bob", "bob.smith", "dave"):
+        make_user(name)
+    make_user("gone", is_active=False)
+    body = "@ALICE and @bob, @bob.smith. @dave! mail me at carol@alice.com @nobody @gone @"
+    assert mentions_find(body=body, room=room) == {"alice", "Bob", "bob.smith", "dave"}
+    assert mentions_find(body="no at sign here", room=room) == set()
+
+
+@pytest.mark.django_db
+def test_a_direct_room_mentions_only_its_two_members(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    make_user("carol")
+    room = room_direct_open(user=alice, other=bob)
+    assert mentions_find(body="@bob look, @carol said so", room=room) == {"bob"}
+
+
+@pytest.mark.django_db
+def test_a_stored_message_keeps_its_mentions_sorted_once_each(make_user, make_room):
+    room, alice = make_room("lobby"), make_user("alice")
+    make_user("zed")
+    frame, _ = message_post(room=room, user=alice, body="@zed @alice @Zed hi @zed", client_id="c1")
+    assert frame["mentions"] == ["alice", "zed"]
+    assert Message.objects.get().mentions == " alice zed "
+
+
+@pytest.mark.django_db
+def test_the_read_marker_moves_only_forward_and_only_to_a_message_of_its_room(make_user, make_room):
+    alice, bob = make_user("alice"), make_user("bob")
+    lobby, other = make_room("lobby"), make_room("other")
+    membership = room_enter(slug="lobby", user=alice)
+    ids = [message_post(room=lobby, user=bob, body=f"@alice {n}", client_id=f"c{n}")[0]["id"] for n in range(3)]
+    elsewhere = message_post(room=other, user=bob, body="x", client_id="o1")[0]["id"]
+
+    marker = membership_read(room=lobby, user=alice, up_to=ids[1])
+    assert (marker.up_to, marker.unread, marker.mentions) == (ids[1], 1, 1)
+    assert membership_read(room=lobby, user=alice, up_to=ids[0]) is None  # never back
+    assert membership_read(room=lobby, user=alice, up_to=ids[1]) is None  # there already
+    for foreign in (elsewhere, ids[-1] + 1000):
+        with pytest.raises(ProtocolError) as raised:
+            membership_read(room=lobby, user=alice, up_to=foreign)
+        assert raised.value.code == "invalid"
+    membership.refresh_from_db()
+    assert membership.last_read_id == ids[1]
+
+    # A message deleted since the page showed it is still of this room.
+    message_delete(user=bob, message_id=ids[2])
+    assert membership_read(room=lobby, user=alice, up_to=ids[2]).unread == 0
+
+
+@pytest.mark.django_db
+def test_a_message_into_a_room_of_a_thousand_members_is_one_write(make_user, make_room, django_user_model):
+    room = make_room()
+    members = django_user_model.objects.bulk_create(django_user_model(username=f"m{n}") for n in range(1000))
+    Membership.objects.bulk_create(Membership(room=room, user=member) for member in members)
     alice = make_user("alice")
-    assert room_open(slug="new-room", user=alice) == room_open(slug="new-room", user=alice)
-    assert Room.objects.count() == 1
+    with CaptureQueriesContext(connection) as queries:
+        message_post(room=room, user=alice, body="hello, everyone", client_id="c1")
+    statements = [query["sql"].split()[0] for query in queries if not query["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    # The retry check by client_id, the room's change seq, the message and its change-log row: no per-member
+    # counter to keep.
+    assert statements == ["SELECT", "UPDATE", "INSERT", "INSERT"]
+
+
+@pytest.mark.django_db
+def test_reading_a_public_room_left_in_another_tab_joins_it_again(make_user, make_room):
+    alice, bob, room = make_user("alice"), make_user("bob"), make_room("lobby")
+    room_enter(slug="lobby", user=alice)
+    first = message_post(room=room, user=bob, body="one", client_id="c1")[0]["id"]
+    second = message_post(room=room, user=bob, body="two", client_id="c2")[0]["id"]
+    membership_leave(room=room, user=alice)
+    marker = membership_read(room=room, user=alice, up_to=first)
+    # Back as a newcomer, whose marker starts at the newest message.
+    assert (marker.up_to, marker.unread) == (second, 0)
+    assert Membership.objects.get(room=room, user=alice).last_read_id == second

@@ -1,11 +1,14 @@
 """The chat pages and the history endpoint, through Django's test client."""
 
 import json
+import re
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
-from chat.models import Message, Room
+from chat.models import Membership, Message, Room
+from chat.services import message_post, room_direct_open, room_enter
 
 pytestmark = pytest.mark.django_db
 
@@ -25,22 +28,43 @@ def fill(room, author, count: int) -> list[int]:
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
 
 
-@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/", "/chat/lobby/messages"])
-def test_pages_need_a_login(client, make_room, path):
+def page_text(response, slug: str) -> str:
+    """A page without its per-request CSRF token and with the slug it names left out."""
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode()).replace(slug, "<slug>")
+
+
+def initial_of(response) -> dict:
+    content = response.content.decode()
+    return json.loads(content.split('id="chat-initial" type="application/json">')[1].split("</script>")[0])
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/lobby/", "/chat/lobby/messages", "/chat/dm/alice/"])
+def test_pages_need_a_login(client, make_room, make_user, path):
     make_room("lobby")
+    make_user("alice")
     response = client.get(path)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
 
 
-def test_room_list_shows_rooms_in_a_fixed_number_of_queries(alice_client, make_room, django_assert_num_queries):
+def test_room_list_shows_my_rooms_and_the_others_in_a_fixed_number_of_queries(
+    alice_client, make_room, make_user, django_assert_num_queries
+):
+    bob = make_user("bob")
     for slug in ("a", "b", "c", "d"):
         make_room(slug, title=f"Room {slug}")
-    # session, user, the room list (with its counts), the header's own status
-    with django_assert_num_queries(4):
+    room_enter(slug="b", user=alice_client.user)
+    room_enter(slug="d", user=alice_client.user)
+    message_post(room=Room.objects.get(slug="b"), user=bob, body="<i>hello</i> @alice", client_id="c1")
+    # session, user, my rooms (with counts and newest messages), the other rooms (with who is here),
+    # the header's own status
+    with django_assert_num_queries(5):
         response = alice_client.get("/chat/")
     assert response.status_code == 200
-    assert [room["slug"] for room in response.context["rooms"]] == ["a", "b", "c", "d"]
-    assert b'href="/chat/a/"' in response.content
+    assert [room["slug"] for room in response.context["rooms"]] == ["b", "d"]
+    assert [room["slug"] for room in response.context["other_rooms"]] == ["a", "c"]
+    content = response.content.decode()
+    assert 'href="/chat/a/"' in content and 'href="/chat/b/"' in content
+    assert "&lt;i&gt;hello&lt;/i&gt; @alice" in content and "<i>hello" not in content
 
 
 def test_creating_a_room_redirects_to_it(alice_client):
@@ -81,10 +105,134 @@ def test_a_right_to_left_room_name_is_kept(alice_client):
     assert Room.objects.get().title == "Café שלום 2"
 
 
-def test_opening_a_valid_slug_creates_the_room(alice_client):
-    response = alice_client.get("/chat/new-room/")
+def test_a_room_that_does_not_exist_is_a_404_page_offering_to_create_it_by_post(alice_client):
+    response = alice_client.get("/chat/genral/")
+    assert response.status_code == 404
+    assert not Room.objects.exists()
+    content = response.content.decode()
+    assert 'method="post"' in content and 'action="/chat/"' in content and 'value="genral"' in content
+    assert "Create #genral" in content
+    response = alice_client.post("/chat/", {"name": "genral"})
+    assert response.status_code == 302 and response["Location"] == "/chat/genral/"
+    assert alice_client.get("/chat/genral/").status_code == 200
+
+
+def test_a_link_on_another_site_creates_no_room_and_joins_none(alice_client, make_room):
+    # A cross-site GET cannot create it, and a cross-site POST has no CSRF token.
+    make_room("lobby")
+    alice_client.get("/chat/lobby/", HTTP_REFERER="https://elsewhere.example/")
+    assert not Membership.objects.exists()
+    Room.objects.all().delete()
+    alice_client.get("/chat/spam-room/", HTTP_REFERER="https://elsewhere.example/")
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(alice_client.user)
+    assert csrf_client.post("/chat/", {"name": "spam-room"}).status_code == 403
+    assert not Room.objects.exists()
+
+
+def test_an_empty_room_says_so(alice_client, make_room):
+    make_room("lobby")
+    response = alice_client.get("/chat/lobby/")
     assert response.status_code == 200
-    assert Room.objects.filter(slug="new-room").exists()
+    assert "No messages yet" in response.content.decode()
+
+
+def test_the_page_carries_my_marker_and_only_its_socket_makes_me_a_member(alice_client, make_room, make_user):
+    room = make_room("lobby")
+    bob = make_user("bob")
+    room_enter(slug="lobby", user=bob)
+    seen = message_post(room=room, user=bob, body="before", client_id="c1")[0]
+    # A GET (a link, an image on another site) joins nothing; the page shows the room's past as read.
+    initial = initial_of(alice_client.get("/chat/lobby/"))
+    assert initial["last_read"] == seen["id"] and initial["kind"] == "public" and initial["members"] == ["bob"]
+    assert not Membership.objects.filter(room=room, user=alice_client.user).exists()
+    # The socket (same origin only) joins; the marker stays until she reads.
+    room_enter(slug="lobby", user=alice_client.user)
+    message_post(room=room, user=bob, body="after", client_id="c2")
+    assert initial_of(alice_client.get("/chat/lobby/"))["last_read"] == seen["id"]
+
+
+def test_leaving_is_post_only_and_takes_the_room_off_my_list(alice_client, make_room):
+    make_room("lobby")
+    room_enter(slug="lobby", user=alice_client.user)
+    assert alice_client.get("/chat/lobby/leave").status_code == 405
+    response = alice_client.post("/chat/lobby/leave")
+    assert response.status_code == 302 and response["Location"] == "/chat/"
+    assert not Membership.objects.exists()
+    assert alice_client.post("/chat/missing/leave").status_code == 404
+
+
+def test_dm_link_redirects_to_the_one_direct_room_of_the_two(alice_client, make_user):
+    bob = make_user("bob")
+    response = alice_client.get("/chat/dm/bob/")
+    low, high = sorted((alice_client.user.pk, bob.pk))
+    assert response.status_code == 302 and response["Location"] == f"/chat/dm-{low}-{high}/"
+    assert alice_client.get("/chat/dm/bob/")["Location"] == response["Location"]
+    assert Room.objects.get().kind == "direct"
+    page = alice_client.get(response["Location"])
+    assert page.status_code == 200 and initial_of(page)["title"] == "bob" and initial_of(page)["kind"] == "direct"
+    assert "Leave" not in page.content.decode()  # a direct room's members are fixed
+    assert alice_client.post(f"{response['Location']}leave").status_code == 403
+
+
+@pytest.mark.parametrize("name", ["alice", "nobody", "gone"])
+def test_dm_with_myself_an_unknown_or_inactive_user_is_a_404(alice_client, make_user, name):
+    make_user("gone", is_active=False)
+    assert alice_client.get(f"/chat/dm/{name}/").status_code == 404
+    assert not Room.objects.exists()
+
+
+def test_a_direct_room_of_others_is_a_404_everywhere(alice_client, make_user):
+    bob, carol = make_user("bob"), make_user("carol")
+    room = room_direct_open(user=bob, other=carol)
+    message = message_post(room=room, user=bob, body="secret", client_id="c1")[0]
+    for response in (
+        alice_client.get(f"/chat/{room.slug}/"),
+        alice_client.get(f"/chat/{room.slug}/messages"),
+        alice_client.post(f"/chat/{room.slug}/leave"),
+        alice_client.post(f"/chat/{room.slug}/messages/{message['id']}/delete"),
+    ):
+        assert response.status_code == 404
+        assert "secret" not in response.content.decode() and "Create #" not in response.content.decode()
+    # The same page as a direct room that does not exist: nothing tells the two apart.
+    assert page_text(alice_client.get("/chat/dm-998-999/"), "dm-998-999") == page_text(
+        alice_client.get(f"/chat/{room.slug}/"), room.slug
+    )
+    assert alice_client.get("/api/rooms").json() == {"rooms": []}
+    assert room.slug not in alice_client.get("/chat/").content.decode()
+    assert not Membership.objects.filter(user=alice_client.user).exists()
+
+
+def test_api_rooms_lists_my_rooms_with_counts(alice_client, make_room, make_user, django_assert_num_queries):
+    bob = make_user("bob")
+    room = make_room("lobby", title="Lobby")
+    room_enter(slug="lobby", user=alice_client.user)
+    sent = message_post(room=room, user=bob, body="hi @alice", client_id="c1")[0]
+    # session, user, the rooms
+    with django_assert_num_queries(3):
+        response = alice_client.get("/api/rooms")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "rooms": [
+            {
+                "slug": "lobby",
+                "title": "Lobby",
+                "kind": "public",
+                "unread": 1,
+                "mentions": 1,
+                "last_read": None,
+                # A live frame also carries the room's cursor; a stored one does not.
+                "last_message": {key: value for key, value in sent.items() if key != "cursor"},
+            }
+        ]
+    }
+
+
+def test_api_rooms_answers_anonymous_and_other_methods_with_json_errors(alice_client):
+    response = Client().get("/api/rooms")
+    assert response.status_code == 401 and response.json()["error"] == "not_logged_in" and response.json()["detail"]
+    response = alice_client.post("/api/rooms")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
 
 
 @pytest.mark.parametrize("slug", ["New-Room", "a_b", "x" * 51, "caf%C3%A9"])
@@ -100,7 +248,7 @@ def test_room_page_carries_history_as_json_and_html_as_text(alice_client, make_r
     response = alice_client.get("/chat/lobby/")
     content = response.content.decode()
     assert "<script>alert(1)" not in content
-    initial = json.loads(content.split('id="chat-initial" type="application/json">')[1].split("</script>")[0])
+    initial = initial_of(response)
     assert initial["messages"][0]["body"] == payload
     assert initial["me"] == "alice" and initial["room"] == "lobby" and initial["moderator"] is False
 
@@ -128,6 +276,7 @@ def test_history_pages_back_with_before_and_limit(alice_client, make_room, djang
         "html",
         "edited_at",
         "reactions",
+        "mentions",
     }
     assert "reaction_summary" not in message
 
@@ -250,18 +399,30 @@ def test_search_follows_edits_and_deletions(alice_client, make_room):
     assert alice_client.get("/api/search", {"q": "color"}).json()["messages"] == []
 
 
-def test_search_lists_only_rooms_the_user_may_read(alice_client, make_room, monkeypatch):
-    from chat import selectors, views
+def test_search_lists_only_rooms_the_user_may_read(alice_client, make_room, make_user):
+    # One may-read rule (Room.objects.readable_by) behind search, around= and edit history: a direct room of
+    # bob and alice is invisible to carol, exactly like a room that does not exist.
+    bob, carol = make_user("bob"), make_user("carol")
+    lobby = make_room("lobby")
+    direct = room_direct_open(user=bob, other=alice_client.user)
+    post(lobby, bob, "password rotation")
+    secret = post(direct, bob, "password is hunter2")
+    carol_client = Client()
+    carol_client.force_login(carol)
 
-    lobby, secret = make_room("lobby"), make_room("secret")
-    post(lobby, alice_client.user, "password rotation")
-    post(secret, alice_client.user, "password is hunter2")
-    # As issue 13's direct rooms will: the one rule says alice may not read "secret".
-    for module in (selectors, views):
-        monkeypatch.setattr(module, "rooms_readable_by", lambda user: Room.objects.filter(slug="lobby"))
-    found = alice_client.get("/api/search", {"q": "password"}).json()
+    found = carol_client.get("/api/search", {"q": "password"}).json()
     assert [m["room"] for m in found["messages"]] == ["lobby"]
-    assert alice_client.get("/api/search", {"q": "password", "room": "secret"}).status_code == 404
+    assert carol_client.get("/api/search", {"q": "hunter2"}).json()["messages"] == []
+    assert carol_client.get("/api/search", {"q": "password", "room": direct.slug}).status_code == 404
+    assert carol_client.get(f"/api/rooms/{direct.slug}/messages", {"around": secret}).status_code == 404
+    assert carol_client.get(f"/api/rooms/{direct.slug}/messages/{secret}/edits").status_code == 404
+    assert carol_client.get(f"/chat/{direct.slug}/", {"around": secret}).status_code == 404
+
+    # Its members find it.
+    found = alice_client.get("/api/search", {"q": "password"}).json()
+    assert sorted(m["room"] for m in found["messages"]) == sorted(["lobby", direct.slug])
+    around = alice_client.get(f"/api/rooms/{direct.slug}/messages", {"around": secret}).json()
+    assert [m["id"] for m in around["messages"]] == [secret]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,13 @@
  *   that closing or reloading the page loses none: the next page of the room
  *   shows them and sends them again, under the same client_id. Logging out
  *   forgets them (site.js).
- * - While the tab is hidden, other people's messages count in the title.
+ * - The room opens at the "New messages" line when the reader has unread
+ *   messages here (their marker, kept on the server), at the newest otherwise,
+ *   or at #message-<id> (a notification's link). What the page has shown, while
+ *   the tab is seen, is sent as chat.read; the counts in the title and the room
+ *   lists are rooms.js's, from the server.
+ * - Messages that mention the reader are highlighted; @ in the composer
+ *   completes the names of the room's members; a name opens a direct room.
  *
  * Every node with user text is built with createElement + textContent.
  */
@@ -35,6 +41,12 @@
   var form = document.getElementById("composer");
   var input = document.getElementById("composer-body");
   var errorLine = document.getElementById("composer-error");
+  var emptyNote = document.getElementById("messages-empty");
+  var jumpButton = document.getElementById("jump-latest");
+  var mentionList = document.getElementById("mention-list");
+  var membersToggle = document.getElementById("members-toggle");
+  var membersCount = document.getElementById("members-toggle-count");
+  var whoHere = document.getElementById("who-here");
   var csrf = (document.querySelector("input[name=csrfmiddlewaretoken]") || {}).value;
   var path = "/ws/chat/" + room + "/";
 
@@ -55,6 +67,16 @@
   var resendTimer = null;
   var typists = new Map(); // username -> timer
   var lastTypingSent = 0;
+  var lastRead = initial.last_read || 0;  // the marker as the page opened: where "New messages" goes
+  var readUpTo = lastRead;                // the newest id known read (here, in another tab, or sent)
+  var readTimer = null;
+  var known = new Set(initial.members || []); // names @ completes: members, and whoever shows up
+  var completing = null;                  // {start, matches, index} while the mention list is open
+
+  var NAME = "[\\p{L}\\p{N}_.@+-]";
+  var MENTION = new RegExp("(^|[^\\p{L}\\p{N}_.@+-])@(" + NAME + "+)", "gu");
+  var TYPED_MENTION = new RegExp("(^|[^\\p{L}\\p{N}_.@+-])@(" + NAME + "*)$", "u");
+  var MENTIONS_SHOWN = 8;
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -69,6 +91,53 @@
 
   function scrollToEnd() {
     list.scrollTop = list.scrollHeight;
+    jumpButton.hidden = true;
+  }
+
+  function dmHref(name) {
+    return "/chat/dm/" + encodeURIComponent(name) + "/";
+  }
+
+  /* A name that opens a direct room with that person (yourself: plain text). */
+  function nameNode(name, className) {
+    if (name === me) return el("span", className, name);
+    var link = el("a", className + " dm-link", name);
+    link.href = dmHref(name);
+    link.title = "Direct message " + name;
+    return link;
+  }
+
+  /* Mark the names a body mentions (the server's list) in its text, outside code and links. */
+  function markMentions(node, mentions) {
+    var names = new Map((mentions || []).map(function (name) { return [name.toLowerCase(), name]; }));
+    if (!names.size) return;
+    var walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT, {
+      acceptNode: function (text) {
+        return text.parentElement.closest("code, pre, a") ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT;
+      }
+    });
+    var texts = [];
+    while (walker.nextNode()) texts.push(walker.currentNode);
+    texts.forEach(function (textNode) {
+      var text = textNode.nodeValue;
+      var parts = [];
+      var last = 0;
+      var match;
+      MENTION.lastIndex = 0;
+      while ((match = MENTION.exec(text)) !== null) {
+        var at = match.index + match[1].length;
+        var typed = match[2];
+        if (!names.has(typed.toLowerCase())) typed = typed.replace(/[.+@-]+$/, ""); // "@alice." ends a sentence
+        var name = names.get(typed.toLowerCase());
+        if (!name) continue;
+        parts.push(document.createTextNode(text.slice(last, at)));
+        parts.push(el("span", "mention" + (name === me ? " mention-me" : ""), "@" + typed));
+        last = at + 1 + typed.length;
+      }
+      if (!parts.length) return;
+      parts.push(document.createTextNode(text.slice(last)));
+      textNode.replaceWith.apply(textNode, parts);
+    });
   }
 
   /* "14:05" today, "3 Nov 14:05" before. */
@@ -81,11 +150,12 @@
 
   function messageNode(message) {
     var own = message.username === me;
-    var li = el("li", "message" + (own ? " message-own" : ""));
+    var mentionsMe = !own && (message.mentions || []).indexOf(me) !== -1;
+    var li = el("li", "message" + (own ? " message-own" : "") + (mentionsMe ? " message-mention" : ""));
     li.appendChild(PresenceSocket.avatar(message.username, "avatar-sm"));
     var bubble = el("div", "message-bubble");
     var meta = el("div", "message-meta");
-    meta.appendChild(el("span", "message-author", message.username));
+    meta.appendChild(nameNode(message.username, "message-author"));
     if (message.sent_at) {
       var when = el("time", "", stamp(message.sent_at));
       when.dateTime = message.sent_at;
@@ -96,6 +166,8 @@
       li.dataset.id = String(message.id);
       li.dataset.username = message.username;
       if (message.sent_at) li.dataset.sentAt = message.sent_at;
+      if (message.mentions && message.mentions.length) li.dataset.mentions = message.mentions.join(" ");
+      li.id = "message-" + message.id;
       if (initial.moderator || own) {
         var remove = el("button", "message-delete", "Delete");
         remove.type = "button";
@@ -127,6 +199,7 @@
     } else {
       body.textContent = message.body;
     }
+    markMentions(body, message.mentions);
     return body;
   }
 
@@ -177,7 +250,8 @@
     var li = messageNodeById(frame.id);
     if (!li) return;
     var old = li.querySelector(".message-body");
-    var fresh = bodyNode(frame);
+    var mentions = li.dataset.mentions ? li.dataset.mentions.split(" ") : [];
+    var fresh = bodyNode({ body: frame.body, html: frame.html, mentions: frame.mentions || mentions });
     old.replaceWith(fresh);
     li.dataset.body = frame.body;
     showEdited(li, frame.edited_at);
@@ -316,20 +390,77 @@
     list.insertBefore(node, before);
   }
 
-  /* Show stored messages (each once, in id order); count others' in the title when `unread`. */
-  function add(messages, unread) {
+  /* Show stored messages (each once, in id order); `live` ones from others below the fold offer a jump. */
+  function add(messages, live) {
     var pinned = pinnedToBottom();
     var fresh = 0;
     messages.forEach(function (message) {
       if (message.username === me) settleDraft(message.client_id);
+      known.add(message.username);
       if (hasMessage(message.id)) { refresh(message); return; }
       place(messageNode(message), message.id);
       if (oldestId === null || message.id < oldestId) oldestId = message.id;
       if (message.username !== me) fresh += 1;
     });
-    if (unread && fresh) PresenceSocket.unread.bump(fresh);
+    // The title's unread count comes from the rooms' counts (rooms.js), which include this room's.
     regroup();
+    showEmpty();
     if (pinned) scrollToEnd();
+    else if (live && fresh) jumpButton.hidden = false;
+    markRead();
+  }
+
+  function showEmpty() {
+    emptyNote.hidden = !!list.querySelector("li.message");
+  }
+
+  /* ---------- where the reader is ---------- */
+
+  /* "New messages" before the first message of others after the marker the page opened with. */
+  function placeDivider() {
+    var first = Array.from(list.querySelectorAll("li[data-id]")).find(function (node) {
+      return Number(node.dataset.id) > lastRead && !node.classList.contains("message-own");
+    });
+    if (!first) return null;
+    var divider = el("li", "unread-divider", "New messages");
+    divider.id = "unread-divider";
+    divider.setAttribute("role", "separator");
+    list.insertBefore(divider, first);
+    return divider;
+  }
+
+  /* Open at #message-<id> (a notification), else at the "New messages" line, else at the newest. */
+  function openAt(divider) {
+    var target = /^#message-(\d+)$/.exec(window.location.hash);
+    var node = target && document.getElementById("message-" + target[1]);
+    if (node) {
+      node.classList.add("message-target");
+      list.scrollTop += node.getBoundingClientRect().top - list.getBoundingClientRect().top - list.clientHeight / 3;
+    } else if (divider) {
+      list.scrollTop += divider.getBoundingClientRect().top - list.getBoundingClientRect().top - 8;
+    } else {
+      scrollToEnd();
+    }
+  }
+
+  /* The newest stored message that is, or has been, on screen: everything up to it is read. */
+  function newestShown() {
+    var bottom = list.getBoundingClientRect().bottom;
+    for (var node = list.lastElementChild; node; node = node.previousElementSibling) {
+      if (node.dataset.id !== undefined && node.getBoundingClientRect().top < bottom - 4) return Number(node.dataset.id);
+    }
+    return 0;
+  }
+
+  /* Tell the server what this page has shown, while its tab is seen (a hidden tab shows nothing). */
+  function markRead() {
+    if (readTimer !== null) return;
+    readTimer = setTimeout(function () {
+      readTimer = null;
+      if (document.hidden || !socket.isOpen()) return;
+      var upTo = newestShown();
+      if (upTo > readUpTo && socket.send({ type: "chat.read", up_to: upTo })) readUpTo = upTo;
+    }, 150);
   }
 
   function showOlder(hasMore) { olderButton.hidden = !hasMore; }
@@ -447,17 +578,84 @@
     scrollToEnd();
   }
 
+  /* ---------- @ completion ---------- */
+
+  function closeCompletion() {
+    completing = null;
+    mentionList.hidden = true;
+    mentionList.replaceChildren();
+    input.removeAttribute("aria-activedescendant");
+  }
+
+  function showCompletion() {
+    mentionList.replaceChildren.apply(mentionList, completing.matches.map(function (name, index) {
+      var option = el("li", "mention-option", "@" + name);
+      option.id = "mention-option-" + index;
+      option.setAttribute("role", "option");
+      option.setAttribute("aria-selected", String(index === completing.index));
+      // mousedown, not click: the composer keeps its focus and caret.
+      option.addEventListener("mousedown", function (event) { event.preventDefault(); complete(name); });
+      return option;
+    }));
+    mentionList.hidden = false;
+    input.setAttribute("aria-activedescendant", "mention-option-" + completing.index);
+  }
+
+  /* After typing: "@al|" offers the members whose names start with "al". */
+  function updateCompletion() {
+    var caret = input.selectionStart;
+    var typed = caret === input.selectionEnd && TYPED_MENTION.exec(input.value.slice(0, caret));
+    if (!typed) return closeCompletion();
+    var prefix = typed[2].toLowerCase();
+    var matches = Array.from(known).filter(function (name) {
+      return name !== me && name.toLowerCase().indexOf(prefix) === 0;
+    }).sort().slice(0, MENTIONS_SHOWN);
+    if (!matches.length) return closeCompletion();
+    completing = { start: caret - typed[2].length - 1, matches: matches, index: 0 };
+    showCompletion();
+  }
+
+  function complete(name) {
+    var caret = input.selectionStart;
+    var text = "@" + name + " ";
+    input.value = input.value.slice(0, completing.start) + text + input.value.slice(caret);
+    var at = completing.start + text.length;
+    input.setSelectionRange(at, at);
+    closeCompletion();
+    fitComposer();
+    input.focus();
+  }
+
+  /* Keys while the list is open; true when the key was used here. */
+  function completionKey(event) {
+    if (!completing) return false;
+    var count = completing.matches.length;
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      completing.index = (completing.index + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
+      showCompletion();
+    } else if (event.key === "Enter" || event.key === "Tab") {
+      complete(completing.matches[completing.index]);
+    } else if (event.key === "Escape") {
+      closeCompletion();
+    } else {
+      return false;
+    }
+    event.preventDefault();
+    return true;
+  }
+
   /* ---------- others ---------- */
 
   function showUsers(users, statuses) {
     statuses = statuses || {};
     hereList.replaceChildren.apply(hereList, users.map(function (name) {
+      known.add(name);
       var li = el("li", "user user-online");
       li.dataset.username = name;
       var avatar = PresenceSocket.avatar(name, "avatar-sm");
       avatar.appendChild(el("span", "status-dot status-online"));
       var text = el("span", "user-text");
-      var label = el("span", "name", name);
+      var label = nameNode(name, "name");
       if (name === me) label.appendChild(el("span", "you", " (you)"));
       text.appendChild(label);
       var status = statuses[name];
@@ -472,6 +670,7 @@
       return li;
     }));
     hereCount.textContent = String(users.length);
+    membersCount.textContent = String(users.length);
   }
 
   function showTyping() {
@@ -512,6 +711,7 @@
   function removeMessage(id) {
     var node = list.querySelector('li[data-id="' + id + '"]');
     if (node) { node.remove(); regroup(); }
+    showEmpty();
   }
 
   function fitComposer() {
@@ -532,7 +732,7 @@
 
   /* Away too long for the cursor: the stored messages shown are replaced by the last page. */
   function resetTo(frame) {
-    list.querySelectorAll("li[data-id], .day-separator").forEach(function (node) { node.remove(); });
+    list.querySelectorAll("li[data-id], .day-separator, .unread-divider").forEach(function (node) { node.remove(); });
     oldestId = null;
     add(frame.messages, false);
     frame.messages.forEach(function (message) { resumeId = Math.max(resumeId, message.id); });
@@ -543,6 +743,7 @@
   function onFrame(frame) {
     switch (frame.type) {
       case "chat.history":
+        if (frame.last_read) readUpTo = Math.max(readUpTo, frame.last_read);
         if (frame.reset) resetTo(frame);
         else applyHistory(frame);
         if (frame.cursor) resumeCursor = frame.cursor;
@@ -559,6 +760,10 @@
         break;
       case "chat.deleted":
         removeMessage(frame.id);
+        break;
+      case "chat.read":
+        // This tab or another read this room: never send a smaller id.
+        if (frame.room === room) readUpTo = Math.max(readUpTo, frame.up_to);
         break;
       case "chat.typing":
         if (frame.username !== me) someoneTyping(frame.username);
@@ -601,7 +806,7 @@
       return resumeId > 0 ? path + "?after=" + resumeId : path;
     },
     // The outbox is sent right after this.
-    onOpen: function () { markDrafts("pending"); },
+    onOpen: function () { markDrafts("pending"); markRead(); },
     onClose: function () { markDrafts("failed"); },
     onFrame: onFrame,
     reportIdle: true
@@ -617,10 +822,13 @@
 
   form.addEventListener("submit", function (event) { event.preventDefault(); send(); });
   input.addEventListener("keydown", function (event) {
+    if (completionKey(event)) return;
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); send(); }
   });
+  input.addEventListener("blur", closeCompletion);
   input.addEventListener("input", function () {
     fitComposer();
+    updateCompletion();
     var now = Date.now();
     if (input.value.trim() && now - lastTypingSent > TYPING_SEND_MS && socket.send({ type: "chat.typing" })) {
       lastTypingSent = now;
@@ -646,19 +854,35 @@
       queueDraft(item.body, item.client_id);
     }
   });
+  list.addEventListener("scroll", function () {
+    if (pinnedToBottom()) jumpButton.hidden = true;
+    markRead();
+  }, { passive: true });
+  jumpButton.addEventListener("click", scrollToEnd);
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) markRead(); });
+  window.addEventListener("focus", markRead);
+  // Below ~700 px the member list folds behind this button.
+  membersToggle.addEventListener("click", function () {
+    var open = whoHere.classList.toggle("who-here-open");
+    membersToggle.setAttribute("aria-expanded", String(open));
+  });
+
   add(initial.messages, false);
   showOlder(initial.has_more);
   showUsers(initial.users, initial.statuses);
-  openAtMessage();
+  var divider = placeDivider();
+  if (!openAtMessage()) openAt(divider);
+  markRead();
   window.chatRoom = { cursor: function () { return resumeCursor; } };
 
-  /* ?around=<id> (a search hit): the page opens at that message, highlighted; else at the newest. */
+  /* ?around=<id> (a search hit): the page opens at that message, highlighted; else false. */
   function openAtMessage() {
     var target = initial.around !== null && initial.around !== undefined ? messageNodeById(initial.around) : null;
-    if (!target) { scrollToEnd(); return; }
+    if (!target) return false;
     target.classList.add("message-highlight");
     target.setAttribute("tabindex", "-1");
     target.scrollIntoView({ block: "center" });
     target.focus({ preventScroll: true });
+    return true;
   }
 })();

@@ -94,6 +94,15 @@
       you.textContent = " (you)";
       label.appendChild(you);
     }
+    // A person other than yourself opens a direct room with them (issue 13).
+    if (me !== name) {
+      var nameLink = document.createElement("a");
+      nameLink.className = "dm-link";
+      nameLink.href = "/chat/dm/" + encodeURIComponent(name) + "/";
+      nameLink.title = "Direct message " + name;
+      nameLink.appendChild(label);
+      label = nameLink;
+    }
     var info = document.createElement("span");
     info.className = "detail";
     var stateText = document.createElement("span");

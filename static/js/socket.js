@@ -144,14 +144,18 @@
   })();
 
   /* Unread marker: while the tab is hidden, bump() adds to a count shown in
-   * the title as "(3) Room · Presence"; it clears when the tab is seen. */
+   * the title as "(3) Room · Presence"; it clears when the tab is seen.
+   * set(n) adds the unread total of the user's rooms (rooms.js, from the
+   * server), shown whether the tab is seen or not, until it is set again. */
   var unread = (function () {
     var count = 0;
+    var total = 0;
     var baseTitle = null;
 
     function paint() {
       if (baseTitle === null) baseTitle = document.title;
-      document.title = count > 0 ? "(" + count + ") " + baseTitle : baseTitle;
+      var shown = count + total;
+      document.title = shown > 0 ? "(" + shown + ") " + baseTitle : baseTitle;
     }
 
     document.addEventListener("visibilitychange", function () {
@@ -172,7 +176,12 @@
         paint();
       },
       clear: clear,
-      count: function () { return count; }
+      set: function (n) {
+        if (n === total) return;
+        total = n;
+        paint();
+      },
+      count: function () { return count + total; }
     };
   })();
 
