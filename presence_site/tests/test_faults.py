@@ -123,7 +123,7 @@ def make_room(stack: Stack, slug: str, session_key: str) -> None:
     # A GET never creates a room (only the /chat/ form's POST does): made in the database, then opened.
     with psycopg.connect(f"postgresql://presence@127.0.0.1:{stack.postgres.port}/presence") as connection:
         connection.execute(
-            "INSERT INTO chat_room (slug, title, kind, created_at) VALUES (%s, %s, 'public', now())"
+            "INSERT INTO chat_room (slug, title, kind, change_seq, created_at) VALUES (%s, %s, 'public', 0, now())"
             " ON CONFLICT (slug) DO NOTHING",
             (slug, slug),
         )
