@@ -9,11 +9,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "presence_site.settings")
 # Django must be set up before any consumer (and so any model) is imported.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from presence_site.routing import websocket_urlpatterns  # noqa: E402
 from realtime import daphne_compat  # noqa: E402
+from realtime.auth import AuthMiddlewareStack  # noqa: E402
 from realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 
 # Daphne would turn the protocol's 1003/1008/1009/1013 closes into 1011, and wait a loop turn per frame.
@@ -22,7 +22,8 @@ daphne_compat.install()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Channels' AllowedHostsOriginValidator, with each refused handshake logged.
+        # Channels' AllowedHostsOriginValidator, with each refused handshake logged; Channels'
+        # AuthMiddlewareStack, with the sessions and users of handshakes that arrive together read together.
         "websocket": allowed_hosts_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
