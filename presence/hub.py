@@ -6,9 +6,7 @@ delete yet. The runtime (realtime.runtime) runs the periodic jobs and keeps
 every task.
 """
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +18,8 @@ from presence.selectors import presence_online_count, presence_online_users, pre
 from presence.services import (
     Join,
     Leave,
+    Opened,
+    Registration,
     StateChange,
     StatusUpdate,
     Transition,
@@ -27,15 +27,18 @@ from presence.services import (
     connection_heartbeat,
     connection_server_close,
     connection_sessions_ended,
+    connections_open,
     presence_settle,
     presence_status_expire,
     presence_sweep,
 )
+from realtime.batch import Batch
 from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
 from realtime.fanout import sockets_end
 from realtime.protocol import dumps, iso
 from realtime.runtime import SERVER_ID, Runtime, on_stop, periodic, runtime
+from realtime.shared import SharedReads
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +64,18 @@ class PresenceHub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.diffs = Coalescer(runtime, self._flush, window=lambda: settings.PRESENCE_COALESCE_WINDOW, merge=_merge)
+        # Sockets that open together are recorded together: a storm of reconnects costs a transaction per round.
+        self.registrations: Batch[Registration, Opened] = Batch(
+            runtime, connections_open, name="socket registrations", abandoned=self._registration_abandoned
+        )
         # Sockets that closed while the database was unreachable: their rows
         # would be refreshed by the heartbeat for ever, so it retries them.
         self.unclosed: set[str] = set()
         # After an outage, skip sweeping until the other processes have had a
         # heartbeat interval to refresh their own rows (they were cut off too).
         self.beats_since_failure = 2
-        # The latest snapshot frame, serialized, and when its query started (time.monotonic()).
-        self.snapshot: tuple[float, str] | None = None
-        self.snapshot_task: asyncio.Task | None = None
+        # The snapshot frame, serialized, read once for the sockets that open together.
+        self.snapshots: SharedReads[None, str] = SharedReads(runtime, _snapshot_read)
 
     def publish(self, changes: list[Transition | StateChange]) -> None:
         """Queue changes for the next diff; a burst within the window becomes one frame."""
@@ -105,31 +111,11 @@ class PresenceHub:
         return await broadcast(group, frame, label="presence_diff", retry=False)
 
     async def snapshot_text(self, *, after: float) -> str:
-        """A snapshot frame read after `after`, shared by every socket waiting for one.
+        """A snapshot frame read after `after`, shared by every socket waiting for one (realtime.shared).
 
-        A socket registered at `after` is in any snapshot read later, and any
-        change after the read reaches it as a diff (it joined the group
-        first), so one read serves every socket registered before it started:
-        a login storm costs a few snapshot queries, not one per socket.
+        A login storm costs a few snapshot queries, not one per socket.
         """
-        while True:
-            if self.snapshot is not None and self.snapshot[0] >= after:
-                return self.snapshot[1]
-            if self.snapshot_task is None:
-                self.snapshot_task = self.runtime.spawn(self._read_snapshot())
-            # The read in flight may have started before `after`: then wait for the next one.
-            await asyncio.shield(self.snapshot_task)
-
-    async def _read_snapshot(self) -> None:
-        def read() -> tuple[float, list, list]:
-            started = time.monotonic()
-            return started, presence_online_users(), presence_recently_seen()
-
-        try:
-            started, users, recent = await database_sync_to_async(read)()
-            self.snapshot = (started, dumps(protocol.snapshot_frame(users, recent)))
-        finally:
-            self.snapshot_task = None
+        return await self.snapshots.get(None, after=after)
 
     async def status_changed(self, update: StatusUpdate, *, user_id: int) -> None:
         """Tell everyone what a status.set changed, in order: the user's other tabs, the watchers, the rooms."""
@@ -157,6 +143,13 @@ class PresenceHub:
             await broadcast(protocol.user_group(user_id), frame, label="presence_status")
             status_changed.send(sender=PresenceHub, user_id=user_id)
 
+    def _registration_abandoned(self, registration: Registration, opened: Opened) -> None:
+        # The handshake was cancelled (its client went away) after its row was written: nobody will close it.
+        if opened.join is not None:
+            self.publish([opened.join])
+        self.close_later(registration.channel_name)
+        self.runtime.spawn(self.close_unclosed(), failure="an abandoned socket's row could not be deleted")
+
     def close_later(self, channel_name: str) -> None:
         """Remember a socket whose row could not be deleted; the heartbeat deletes it."""
         self.unclosed.add(channel_name)
@@ -169,6 +162,10 @@ class PresenceHub:
                 leave = await database_sync_to_async(presence_settle)(user_id=user_id)
                 if leave is not None:
                     self.publish([leave])
+
+
+def _snapshot_read(key: None) -> str:
+    return dumps(protocol.snapshot_frame(presence_online_users(), presence_recently_seen()))
 
 
 def hub() -> PresenceHub:

@@ -12,7 +12,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from presence.models import Connection, UserPresence
@@ -84,12 +84,121 @@ def _locked_presence(user_id: int) -> UserPresence:
     return presence
 
 
-def _session_exists(session_key: str) -> bool:
-    engine = import_module(settings.SESSION_ENGINE)
-    return engine.SessionStore().exists(session_key)
+@dataclass(frozen=True)
+class Registration:
+    """A socket to record as open: whose, where, with which session."""
+
+    user_id: int
+    username: str
+    channel_name: str
+    server: str
+    endpoint: str
+    session_key: str = ""
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What recording a socket did: the Join if it made its user online; was_away if they were online but away."""
+
+    join: Join | None
+    was_away: bool = False
+
+
+def _sessions_live(session_keys: set[str]) -> set[str]:
+    """Which of these session keys still name a session (one query with the database session engines)."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    get_model = getattr(store, "get_model_class", None)
+    if get_model is not None:
+        return set(
+            get_model()
+            .objects.filter(session_key__in=list(session_keys), expire_date__gt=timezone.now())
+            .values_list("session_key", flat=True)
+        )
+    return {key for key in session_keys if store().exists(key)}
 
 
 @transaction.atomic
+def connections_open(registrations: list[Registration]) -> list[Opened | Exception]:
+    """Record sockets that opened together, in one transaction; for each, what it did or why it was refused.
+
+    The same rules as one at a time, in the order given: each user's
+    presence row is locked (in user order, so that two processes' rounds
+    cannot deadlock), a socket whose session was logged out meanwhile is
+    refused (SessionEnded), a user at SOCKET_MAX_PER_USER gets TooManySockets,
+    and the first socket of a user who was offline is their one Join.
+    """
+    now = timezone.now()
+    user_ids = sorted({r.user_id for r in registrations})
+    known = set(UserPresence.objects.filter(user_id__in=user_ids).values_list("user_id", flat=True))
+    if len(known) < len(user_ids):
+        UserPresence.objects.bulk_create(
+            [UserPresence(user_id=user_id) for user_id in user_ids if user_id not in known], ignore_conflicts=True
+        )
+    presences = {
+        p.user_id: p for p in UserPresence.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+    }
+    # A logout that ran between the handshake and here found no socket to close:
+    # refuse the socket instead of letting it outlive its session.
+    keys = {r.session_key for r in registrations if r.session_key}
+    live_sessions = _sessions_live(keys) if keys else set()
+    # Sockets of a dead process that no sweep has reached yet: the user vanished
+    # from newer snapshots, so drop them and announce the user afresh.
+    stale = Connection.objects.stale(now).filter(user_id__in=user_ids)
+    stale_users = set(stale.values_list("user_id", flat=True))
+    if stale_users:
+        stale.delete()
+    # Counted under the users' locks, so two handshakes on two processes cannot both take the last place.
+    counts = dict(
+        Connection.objects.filter(user_id__in=user_ids)
+        .values("user_id")
+        .annotate(n=Count("id"))
+        .values_list("user_id", "n")
+    )
+    results: list[Opened | Exception] = []
+    rows, changed = [], set()
+    for registration in registrations:
+        user_id = registration.user_id
+        presence = presences[user_id]
+        if registration.session_key and registration.session_key not in live_sessions:
+            results.append(SessionEnded(registration.session_key))
+            continue
+        if counts.get(user_id, 0) >= settings.SOCKET_MAX_PER_USER:
+            results.append(TooManySockets(user_id))
+            continue
+        counts[user_id] = counts.get(user_id, 0) + 1
+        rows.append(
+            Connection(
+                channel_name=registration.channel_name,
+                user_id=user_id,
+                session_key=registration.session_key,
+                server=registration.server,
+                endpoint=registration.endpoint,
+                topic=registration.topic,
+                opened_at=now,
+                heartbeat_at=now,
+            )
+        )
+        # online_since with no socket left means a leave is pending its grace
+        # period (a page reload): the user never went offline, so no join.
+        if presence.online_since is not None and user_id not in stale_users:
+            results.append(Opened(join=None, was_away=presence.away))
+            continue
+        presence.online_since = now
+        presence.away = False  # the new socket is active
+        presence.away_since = None
+        stale_users.discard(user_id)
+        changed.add(user_id)
+        # Invisible: online in truth; everyone else sees them offline.
+        join = None if presence.invisible else Join(username=registration.username, since=now)
+        results.append(Opened(join=join))
+    Connection.objects.bulk_create(rows)
+    if changed:
+        # Every user the round brought online comes online the same way (bulk_update's CASE per row cost more).
+        UserPresence.objects.filter(user_id__in=changed).update(online_since=now, away=False, away_since=None)
+    return results
+
+
 def connection_open(
     *,
     user: AbstractBaseUser,
@@ -99,42 +208,20 @@ def connection_open(
     session_key: str = "",
     topic: str = "",
 ) -> Join | None:
-    """Register an open socket; return the Join if it made the user online."""
-    presence = _locked_presence(user.pk)
-    # A logout that ran between the handshake and here found no socket to close:
-    # refuse the socket instead of letting it outlive its session.
-    if session_key and not _session_exists(session_key):
-        raise SessionEnded(session_key)
-    now = timezone.now()
-    # Sockets of a dead process that no sweep has reached yet: the user vanished
-    # from newer snapshots, so drop them and announce the user afresh.
-    stale, _ = Connection.objects.stale(now).filter(user_id=user.pk).delete()
-    # online_since with no socket left means a leave is pending its grace
-    # period (a page reload): the user never went offline, so no join.
-    had_live = presence.online_since is not None and not stale
-    # Counted under the user's lock, so two handshakes on two processes cannot
-    # both take the last place.
-    if Connection.objects.filter(user_id=user.pk).count() >= settings.SOCKET_MAX_PER_USER:
-        raise TooManySockets(user.pk)
-    Connection.objects.create(
-        channel_name=channel_name,
+    """Record one open socket; return the Join if it made the user online (connections_open() for one)."""
+    registration = Registration(
         user_id=user.pk,
-        session_key=session_key or "",
+        username=user.get_username(),
+        channel_name=channel_name,
         server=server,
         endpoint=endpoint,
+        session_key=session_key or "",
         topic=topic,
-        opened_at=now,
-        heartbeat_at=now,
     )
-    if had_live:
-        return None
-    presence.online_since = now
-    presence.away = False  # the new socket is active
-    presence.away_since = None
-    presence.save(update_fields=["online_since", "away", "away_since"])
-    if presence.invisible:
-        return None  # online in truth; everyone else sees them offline
-    return Join(username=user.get_username(), since=now)
+    (opened,) = connections_open([registration])
+    if isinstance(opened, Exception):
+        raise opened
+    return opened.join
 
 
 @transaction.atomic

@@ -11,10 +11,10 @@ from django.utils import timezone
 from presence import protocol
 from presence.hub import hub
 from presence.services import (
+    Registration,
     SessionEnded,
     TooManySockets,
     connection_close,
-    connection_open,
     connection_state_set,
     presence_settle,
     presence_state_settle,
@@ -47,28 +47,31 @@ class TrackedSocket(SocketConsumer):
         return ()
 
     async def registering(self, user) -> None:
-        """Record the socket; announce the user if it made them online (or active again)."""
+        """Record the socket (in a round with those opening beside it); announce the user if it made them online."""
         session = self.scope.get("session")
+        registration = Registration(
+            user_id=user.pk,
+            username=user.get_username(),
+            channel_name=self.channel_name,
+            server=SERVER_ID,
+            endpoint=self.endpoint,
+            session_key=getattr(session, "session_key", None) or "",
+            topic=self.topic,
+        )
+        presence = hub()
         try:
-            join = await database_sync_to_async(connection_open)(
-                user=user,
-                channel_name=self.channel_name,
-                server=SERVER_ID,
-                endpoint=self.endpoint,
-                session_key=getattr(session, "session_key", None) or "",
-                topic=self.topic,
-            )
+            opened = await presence.registrations.submit(registration)
         except SessionEnded:
             raise Refused(transport.CLOSE_NOT_LOGGED_IN, "session ended before registration") from None
         except TooManySockets:
             raise Refused(transport.CLOSE_TOO_MANY_SOCKETS, "too many sockets for this user") from None
-        if join is not None:
-            hub().publish([join])
-        else:
+        if opened.join is not None:
+            presence.publish([opened.join])
+        elif opened.was_away:
             # An active socket of a user who was away brings them back.
             change = await database_sync_to_async(presence_state_settle)(user_id=user.pk)
             if change is not None:
-                hub().publish([change])
+                presence.publish([change])
 
     async def closed(self) -> None:
         """Called once a closed socket is out of its groups, before its user's leave is settled."""
