@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from chat import metrics, protocol
 from chat.activity import room_activity_changed
-from chat.models import Room
+from chat.models import Membership, Room
 from chat.selectors import (
     room_cursor,
     room_deleted_recently,
@@ -28,15 +28,17 @@ from chat.services import (
     message_edit,
     message_post,
     message_react,
-    room_enter,
+    rooms_enter,
 )
 from presence.protocol import user_group
 from presence.sockets import TrackedSocket
 from realtime import protocol as transport
+from realtime.batch import Batch
 from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
 from realtime.protocol import ProtocolError
 from realtime.runtime import Runtime, runtime
+from realtime.shared import SharedReads
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class ChatConsumer(TrackedSocket):
         if not protocol.slug_is_valid(slug):
             return transport.CLOSE_NOT_FOUND
         try:
-            membership = await database_sync_to_async(room_enter)(slug=slug, user=self.scope["user"])
+            # In a round with the sockets opening rooms beside it.
+            membership = await runtime().local(room_entries).submit((slug, self.scope["user"]))
         except RoomMissing:
             return transport.CLOSE_NOT_FOUND
         except RoomForbidden:
@@ -96,16 +99,20 @@ class ChatConsumer(TrackedSocket):
             except ProtocolError as error:
                 # Answered in-band, and the history falls back to the last messages.
                 await self.send_frame(transport.error_frame(error.code, error.detail))
-        await self.send_frame(await database_sync_to_async(self.history)(cursor, after))
+        if cursor is None and after is None:
+            # The last messages, read once for the sockets that open the room together.
+            histories = runtime().local(room_histories)
+            messages, has_more, now = await histories.get(self.chat_room, after=self.registered_at)
+            frame = protocol.history_frame(self.topic, messages, has_more, cursor=now, last_read=self.last_read or None)
+        else:
+            frame = await database_sync_to_async(self.history)(cursor, after)
+        await self.send_frame(frame)
         room_presence_changed(self.topic)
 
     def history(self, cursor: str | None, after: int | None) -> dict[str, Any]:
-        """The chat.history frame this socket opens with."""
+        """The chat.history frame of a socket that resumes (?cursor=<c> or ?after=<id>)."""
         if cursor is not None:
             return self.resumed_from_cursor(cursor)
-        if after is None:
-            messages, has_more, now = room_history_cursor(room=self.chat_room)
-            return protocol.history_frame(self.topic, messages, has_more, cursor=now, last_read=self.last_read or None)
         now = room_cursor(room=self.chat_room)
         messages, has_more, deleted = self.resumed(after)
         return protocol.history_frame(
@@ -234,6 +241,16 @@ class ChatConsumer(TrackedSocket):
         await broadcast(
             protocol.room_group(self.topic), typing, label="chat_typing", skip=self.channel_name, retry=False
         )
+
+
+def room_entries(runtime: Runtime) -> Batch[tuple[str, Any], Membership]:
+    """This process's batch of sockets opening rooms (chat.services.rooms_enter)."""
+    return Batch(runtime, rooms_enter, name="room entries")
+
+
+def room_histories(runtime: Runtime) -> SharedReads[Room, tuple[list[dict], bool, str]]:
+    """This process's reads of rooms' last messages and cursors, shared by the sockets that open a room together."""
+    return SharedReads(runtime, lambda room: room_history_cursor(room=room))
 
 
 class RoomPresence:

@@ -16,7 +16,8 @@ class RoomQuerySet(models.QuerySet):
         """The rooms a user may open, read, search and be notified of: every public room, and their direct rooms.
 
         The one place the rule lives: every page, socket, endpoint and count that
-        shows a room or its messages starts from it.
+        shows a room or its messages starts from it (Room.readable_with() is the
+        same rule for a room and membership already read).
         """
         if user is None or not user.is_authenticated:
             return self.none()
@@ -51,6 +52,10 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def readable_with(self, membership: "Membership | None") -> bool:
+        """RoomQuerySet.readable_by() for a room read already, given the user's membership of it (or None)."""
+        return self.kind == KIND_PUBLIC or membership is not None
 
 
 class Message(models.Model):

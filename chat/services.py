@@ -25,7 +25,7 @@ from chat import protocol
 from chat.formatting import message_html
 from chat.models import Membership, Message, MessageEdit, Reaction, Room, RoomChange
 from chat.ratelimit import rate_take
-from chat.selectors import MESSAGE_FIELDS, message_reactions, room_counts, room_readable
+from chat.selectors import MESSAGE_FIELDS, message_reactions, room_counts
 from realtime import protocol as transport
 from realtime.broadcast import broadcast_sync
 from realtime.protocol import ProtocolError
@@ -319,14 +319,57 @@ def membership_join(*, room: Room, user: AbstractBaseUser) -> Membership | None:
     found = Membership.objects.filter(room=room, user_id=user.pk).first()
     if found is not None or room.kind != protocol.KIND_PUBLIC:
         return found
+    return _memberships_make({(room.pk, user.pk): room})[room.pk, user.pk]
+
+
+def _memberships_make(newcomers: dict[tuple[int, int], Room]) -> dict[tuple[int, int], Membership]:
+    """Memberships of public rooms for their first visitors, (room id, user id) -> room; the rows, made or found."""
     # A newcomer has not missed the room's past: their marker starts at its newest message.
-    newest = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
-    try:
-        with transaction.atomic():
-            return Membership.objects.create(room=room, user=user, last_read_id=newest)
-    except IntegrityError:
-        # Two tabs opened the room at once: the other made the row.
-        return Membership.objects.get(room=room, user_id=user.pk)
+    rooms = {room.pk: room for room in newcomers.values()}
+    newest = {
+        room_id: Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True).first() or 0
+        for room_id in rooms
+    }
+    # Two tabs (or processes) opening the room at once: the row of whichever came first stays.
+    Membership.objects.bulk_create(
+        [Membership(room_id=room_id, user_id=user_id, last_read_id=newest[room_id]) for room_id, user_id in newcomers],
+        ignore_conflicts=True,
+    )
+    return _memberships_of(set(rooms), {user_id for _, user_id in newcomers})
+
+
+def _memberships_of(room_ids: set[int], user_ids: set[int]) -> dict[tuple[int, int], Membership]:
+    rows = Membership.objects.filter(room_id__in=room_ids, user_id__in=user_ids)
+    return {(membership.room_id, membership.user_id): membership for membership in rows}
+
+
+def rooms_enter(entries: list[tuple[str, AbstractBaseUser]]) -> list[Membership | Exception]:
+    """room_enter() for (slug, user) pairs that open rooms together: a few queries in all, not a few per pair."""
+    rooms = {room.slug: room for room in Room.objects.filter(slug__in={slug for slug, _ in entries})}
+    members = _memberships_of({room.pk for room in rooms.values()}, {user.pk for _, user in entries})
+    newcomers = {
+        (room.pk, user.pk): room
+        for slug, user in entries
+        if (room := rooms.get(slug)) is not None
+        and room.kind == protocol.KIND_PUBLIC
+        and (room.pk, user.pk) not in members
+    }
+    if newcomers:
+        members.update(_memberships_make(newcomers))
+    entered: list[Membership | Exception] = []
+    for slug, user in entries:
+        room = rooms.get(slug)
+        if room is None:
+            entered.append(RoomMissing(slug))
+            continue
+        membership = members.get((room.pk, user.pk))
+        # A direct room of others, or one that lost a member row: nobody else may read it.
+        if membership is None or not room.readable_with(membership):
+            entered.append(RoomForbidden(slug))
+            continue
+        membership.room = room
+        entered.append(membership)
+    return entered
 
 
 def room_enter(*, slug: str, user: AbstractBaseUser) -> Membership:
@@ -334,16 +377,10 @@ def room_enter(*, slug: str, user: AbstractBaseUser) -> Membership:
 
     RoomMissing when no room has the slug; RoomForbidden when the user may not read it.
     """
-    room = room_readable(slug=slug, user=user)
-    if room is None:
-        if Room.objects.filter(slug=slug).exists():
-            raise RoomForbidden(slug)
-        raise RoomMissing(slug)
-    membership = membership_join(room=room, user=user)
-    if membership is None:  # a direct room that lost a member row: nobody else may read it
-        raise RoomForbidden(slug)
-    membership.room = room
-    return membership
+    (entered,) = rooms_enter([(slug, user)])
+    if isinstance(entered, Exception):
+        raise entered
+    return entered
 
 
 def membership_leave(*, room: Room, user: AbstractBaseUser) -> bool:
