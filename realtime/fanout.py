@@ -26,6 +26,7 @@ the database when they reconnect.
 import asyncio
 import itertools
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -33,6 +34,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime import metrics, protocol
+from realtime.batch import Batch
 
 if TYPE_CHECKING:
     from realtime.runtime import Runtime
@@ -63,14 +65,18 @@ class Fanout:
         # Joins and leaves of one group must not interleave around the layer calls; other groups' may
         # (a group per user: one lock for all made every handshake of a storm wait for every other).
         self.locks: dict[str, asyncio.Lock] = {}
-        # group -> loop time of the process's last group_add for it.
+        # group -> loop time of the process's last group_add for it, and the renewal in flight.
         self.renewed: dict[str, float] = {}
+        self.renewing: dict[str, asyncio.Task] = {}
         self.refresh_task: asyncio.Task | None = None
         # The process's inbox: every group message and every event sent to one of its sockets arrive here.
         self.inbox: str | None = None
         self.layer = None
         self.inbox_task: asyncio.Task | None = None
         self.socket_numbers = itertools.count(1)
+        # The groups that sockets join at one moment are added in one round: a storm of new users' groups
+        # made each handshake a Redis call of its own, and each call in flight a connection of its own.
+        self.group_adds: Batch[str, None] = Batch(runtime, self._group_add_round, name="group joins")
 
     async def address(self) -> str:
         """A new address for a socket of this process, inside its inbox channel."""
@@ -179,15 +185,54 @@ class Fanout:
         Once a second is enough for that (the layer check closes every socket
         of a process whose Redis restarted, and renews its groups first), and
         spares a storm of handshakes one Redis call each.
+
+        A group the process is in already takes no lock: the sockets that join
+        it in the same second share one renewal (a room's storm of handshakes
+        queued on the group's lock behind each renewal's Redis call, past the
+        layer timeout). Only a group's first join and last leave are ordered by
+        its lock.
         """
-        async with self._lock(group):
-            now = self.runtime.loop.time()
-            if group not in self.groups or now - self.renewed.get(group, float("-inf")) >= 1.0:
-                await self.layer.group_add(group, self.inbox)
-                self.renewed[group] = now
-            self.groups.setdefault(group, set()).add(address)
-            if self.refresh_task is None:
-                self.refresh_task = self.runtime.spawn(self._refresh())
+        while True:
+            members = self.groups.get(group)
+            if members is not None:
+                if self.runtime.loop.time() - self.renewed.get(group, float("-inf")) < 1.0:
+                    members.add(address)
+                    return
+                await self._renewal(group)
+                continue  # the group may have emptied meanwhile (its last socket left): look again
+            async with self._lock(group):
+                if group in self.groups:
+                    continue  # made while this join waited for the lock
+                await self.group_adds.submit(group)
+                self.renewed[group] = self.runtime.loop.time()
+                self.groups[group] = {address}
+                if self.refresh_task is None:
+                    self.refresh_task = self.runtime.spawn(self._refresh())
+                return
+
+    async def _renewal(self, group: str) -> None:
+        """Renew the process's membership of a group it is in: one group_add for every socket that asks meanwhile."""
+        task = self.renewing.get(group)
+        if task is None:
+
+            async def renew() -> None:
+                try:
+                    await self.group_adds.submit(group)
+                    self.renewed[group] = self.runtime.loop.time()
+                finally:
+                    del self.renewing[group]
+
+            task = self.renewing[group] = self.runtime.spawn(renew())
+        await asyncio.shield(task)
+
+    async def _group_add_round(self, groups: list[str]) -> list[None | Exception]:
+        """Add this process's inbox to each group, in one pipeline per Redis host with the Redis layer."""
+        inbox, unique = self.inbox, list(dict.fromkeys(groups))
+        try:
+            await asyncio.wait_for(groups_add(self.layer, unique, inbox), LAYER_TIMEOUT)
+        except Exception as error:
+            return [error] * len(groups)
+        return [None] * len(groups)
 
     async def leave(self, group: str, address: str) -> None:
         """Remove a socket from a group; the last one here ends the process's membership."""
@@ -246,6 +291,34 @@ class Fanout:
                     await self.layer.group_add(group, self.inbox)
                 except Exception:
                     logger.warning("could not renew group %s", group, exc_info=True)
+
+
+async def groups_add(layer, groups: list[str], channel: str) -> None:
+    """layer.group_add(group, channel) for each group: with channels-redis' RedisChannelLayer, one round trip.
+
+    What RedisChannelLayer.group_add does (ZADD of the channel with the time,
+    then EXPIRE by group_expiry), pipelined per shard; any other layer gets
+    its own group_add one group after the other.
+    """
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(layer, RedisChannelLayer):
+        for group in groups:
+            await layer.group_add(group, channel)
+        return
+    by_shard: dict[int, list[str]] = {}
+    for group in groups:
+        assert layer.require_valid_group_name(group), "Group name not valid"
+        by_shard.setdefault(layer.consistent_hash(group), []).append(group)
+    assert layer.require_valid_channel_name(channel), "Channel name not valid"
+    for shard, shard_groups in by_shard.items():
+        async with layer.connection(shard).pipeline(transaction=False) as pipe:
+            now = time.time()
+            for group in shard_groups:
+                key = layer._group_key(group)
+                pipe.zadd(key, {channel: now})
+                pipe.expire(key, layer.group_expiry)
+            await pipe.execute()
 
 
 async def send_to_socket(address: str, event: dict[str, Any]) -> None:

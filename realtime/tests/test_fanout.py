@@ -1,9 +1,9 @@
-"""Addressing one socket through its process's inbox (realtime.fanout.send_to_socket)."""
+"""Addressing one socket through its process's inbox (realtime.fanout.send_to_socket), and joining groups together."""
 
 import pytest
 from channels.layers import get_channel_layer
 
-from realtime.fanout import ADDRESS_KEY, send_to_socket, send_to_sockets
+from realtime.fanout import ADDRESS_KEY, groups_add, send_to_socket, send_to_sockets
 from realtime.protocol import forward_each_event
 
 
@@ -28,3 +28,21 @@ async def test_frames_for_many_sockets_go_as_one_message_per_process_inbox(setti
     assert await layer.receive(second) == forward_each_event({f"{second}#4": '{"n":2}'})
     with pytest.raises(ValueError, match="not a socket address"):
         await send_to_sockets({"specific.abc!def": "{}"}, label="test")
+
+
+@pytest.mark.usefixtures("layer")
+async def test_groups_added_together_hear_their_broadcasts_and_expire_as_group_add_makes_them(settings):
+    layer = get_channel_layer()
+    inbox = await layer.new_channel()
+    await groups_add(layer, ["room.a", "room.b", "presence.user.7"], inbox)
+    for group in ("room.a", "room.b", "presence.user.7"):
+        await layer.group_send(group, {"type": "frame.forward", "text": group})
+        assert (await layer.receive(inbox))["text"] == group
+    if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer":
+        # The same keys, members and expiry as the layer's own group_add (a tripwire for channels-redis).
+        await layer.group_add("room.c", inbox)
+        redis = layer.connection(0)
+        expected = await redis.zrange(layer._group_key("room.c"), 0, -1)
+        assert await redis.zrange(layer._group_key("room.a"), 0, -1) == expected == [inbox.encode()]
+        ttl_made, ttl_stock = await redis.ttl(layer._group_key("room.a")), await redis.ttl(layer._group_key("room.c"))
+        assert abs(ttl_made - ttl_stock) <= 1 and ttl_stock > 0
