@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -297,18 +298,26 @@ class SocketConsumer(AsyncWebsocketConsumer):
         await self.send_frame(protocol.pong_frame())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Called with every message for this consumer: a forwarded frame goes straight out."""
+        """Called with every message for this consumer: a forwarded frame goes straight out.
+
+        Channels' dispatch runs close_old_connections() in the database thread
+        before every handler: a thread hop for each frame a client sends, and
+        for each handshake a tenth of a storm's time. Nothing here touches the
+        database outside database_sync_to_async, which runs it on that thread
+        before and after each call already; so the handler is called directly.
+        """
         if message["type"] == protocol.EVENT_FORWARD:
-            # Channels runs close_old_connections() in a worker thread before
-            # every handler; a forward touches no database, and that thread hop
-            # was 40% of a busy server's time (docs/benchmarks.md).
+            # A forward touches no database (the hop was 40% of a busy server's time: docs/benchmarks.md).
             await self.frame_forward(message)
             return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
         # One handler at a time, as Channels runs them: events from the
         # process's inbox arrive in tasks of their own (a session end must
         # not run in the middle of connect()).
         async with self.handler_lock:
-            await super().dispatch(message)
+            await handler(message)
 
     async def frame_forward(self, event: dict[str, Any]) -> None:
         """Called with a frame that a group broadcast, already serialized once for all receivers."""
