@@ -32,11 +32,17 @@ processes), closes its sockets with 1012 over SHUTDOWN_DRAIN seconds
 (realtime.runtime.Runtime.shutdown), and then stops the reactor, so Daphne
 exits 0. A second SIGTERM stops at once.
 
+And it formats autobahn's per-connection debug line only when it is logged:
+autobahn pretty-prints every connection's settings for a debug message as
+the connection is made, whatever the log level, and that was a tenth of the
+server's time in a storm of handshakes.
+
 Installed from the ASGI module, only in a process where Daphne serves it.
 """
 
 import asyncio
 import logging
+import pprint
 import signal
 import sys
 
@@ -89,11 +95,30 @@ def install() -> bool:
     protocol_class.sendMessage = sendMessage
     protocol_class.sendData = sendData
     protocol_class.presence_close_codes = True
+    import autobahn.websocket.protocol as autobahn_protocol
+
+    autobahn_protocol.pformat = FormattedWhenLogged
+    # The module's one pformat() whose result must be a str there and then.
+    autobahn_protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)
     from twisted.internet import reactor
 
     # After startup: Twisted installs its own SIGTERM handler while starting, and ours must replace it.
     reactor.callWhenRunning(drain_on_sigterm)
     return True
+
+
+class FormattedWhenLogged:
+    """pprint.pformat(obj), computed when a log line formats it (autobahn's debug lines are not, by default)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.obj)
+
+    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731 - "{attrs}" formats through __format__
 
 
 def drain_on_sigterm() -> None:

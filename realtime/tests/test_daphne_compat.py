@@ -18,6 +18,7 @@ import importlib.util
 import inspect
 import json
 import os
+import pprint
 import socket
 import subprocess
 import sys
@@ -137,6 +138,24 @@ PINS = [
         "sendFrame",
         "45ce8bfe17782817f8c752bb2b47ed4e9a93d583c0b74d8a69d0c870023d2426",
         "every frame goes out through self.sendData(raw, sync, chopsize), which the sendData wrapper must accept",
+    ),
+    Pin(
+        "autobahn",
+        "26.11.1",
+        AUTOBAHN_PROTOCOL,
+        "_connectionMade",
+        "6f363f37d56d5dfb68d49e41b0ed8f38bcda72496510e5789897b8a2c6049408",
+        "it passes pformat(configAttrLog) to self.log.debug only as a keyword to format, which is all a "
+        "FormattedWhenLogged can do (it is not a str until formatted)",
+    ),
+    Pin(
+        "autobahn",
+        "26.11.1",
+        "autobahn.websocket.protocol:Timings",
+        "__str__",
+        "54de61eaec3ebc7ceb6364530e758dd8e7c68bc5f29b8ed5ded583be3c838226",
+        "it must return a str, so the patch gives it its own pprint.pformat; the module's other pformat() "
+        "calls (test_autobahn_formats_with_pformat_only_where_the_patch_knows) feed debug log lines",
     ),
     Pin(
         "Twisted",
@@ -329,6 +348,21 @@ def test_each_name_resolves_to_the_pinned_definition(user: str, name: str, owner
         f"{user}.{name} now comes from {defined_by.__module__}.{defined_by.__qualname__}, not {owner}: "
         f"read it, re-check {PATCH}, and pin the new definition in {TEST}."
     )
+
+
+def test_autobahn_formats_with_pformat_only_where_the_patch_knows() -> None:
+    source = inspect.getsource(importlib.import_module("autobahn.websocket.protocol"))
+    # The import, _connectionMade's and the client's startHandshake's debug lines, and Timings.__str__.
+    assert source.count("pformat(") == 3 and source.count("import pformat") == 1, (
+        f"autobahn.websocket.protocol uses pformat elsewhere now: {PATCH} makes it lazy for the whole module; "
+        "read each new use and make sure a lazily formatted object is fine there"
+    )
+
+
+def test_a_lazily_formatted_value_reads_as_pformat_would() -> None:
+    settings = [("openHandshakeTimeout", 5, "WebSocketServerFactory"), ("autoPingInterval", 20, "Factory")]
+    assert "\n{attrs}".format(attrs=daphne_compat.FormattedWhenLogged(settings)) == "\n" + pprint.pformat(settings)
+    assert str(daphne_compat.FormattedWhenLogged(settings)) == pprint.pformat(settings)
 
 
 def test_the_pristine_daphne_protocol_is_the_one_in_use() -> None:
