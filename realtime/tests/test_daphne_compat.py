@@ -45,6 +45,7 @@ from realtime.tests.daphne_app import burst_frame
 
 DAPHNE_PROTOCOL = "daphne.ws_protocol:WebSocketProtocol"
 AUTOBAHN_PROTOCOL = "autobahn.websocket.protocol:WebSocketProtocol"
+AUTOBAHN_TIMINGS = "autobahn.websocket.protocol:Timings"
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ PINS = [
     Pin(
         "autobahn",
         "26.11.1",
-        "autobahn.websocket.protocol:Timings",
+        AUTOBAHN_TIMINGS,
         "__str__",
         "54de61eaec3ebc7ceb6364530e758dd8e7c68bc5f29b8ed5ded583be3c838226",
         "it must return a str, so the patch gives it its own pprint.pformat; the module's other pformat() "
@@ -287,21 +288,24 @@ TEST = "realtime/tests/test_daphne_compat.py"
 
 
 @functools.cache
-def pristine_daphne_module() -> types.ModuleType:
-    """A fresh copy of daphne.ws_protocol from its file: install() may have patched the imported one in this process."""
-    import daphne.ws_protocol
-
+def pristine_module(name: str) -> types.ModuleType:
+    """A fresh copy of a module from its file: install() may have patched the imported one in this process."""
+    imported = importlib.import_module(name)
     # Under its own name, so its classes name the module they come from; it is not put in sys.modules.
-    spec = importlib.util.spec_from_file_location("daphne.ws_protocol", daphne.ws_protocol.__file__)
+    spec = importlib.util.spec_from_file_location(name, imported.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+# The classes whose own attributes install() replaces: read from a fresh copy of their module.
+PATCHED_OWNERS = {DAPHNE_PROTOCOL, AUTOBAHN_TIMINGS}
+
+
 def owner_class(owner: str) -> type:
     module_name, _, class_name = owner.partition(":")
-    if owner == DAPHNE_PROTOCOL:
-        return getattr(pristine_daphne_module(), class_name)
+    if owner in PATCHED_OWNERS:
+        return getattr(pristine_module(module_name), class_name)
     return getattr(importlib.import_module(module_name), class_name)
 
 
