@@ -29,10 +29,11 @@ from presence.services import (
     connection_sessions_ended,
     connections_open,
     presence_settle,
+    presence_state_settle,
     presence_status_expire,
     presence_sweep,
 )
-from realtime.batch import Batch
+from realtime.batch import Batch, each
 from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
 from realtime.fanout import sockets_end
@@ -68,6 +69,9 @@ class PresenceHub:
         self.registrations: Batch[Registration, Opened] = Batch(
             runtime, connections_open, name="socket registrations", abandoned=self._registration_abandoned
         )
+        # And sockets that close together (a deploy closes a process's every socket) are forgotten in rounds.
+        self.closes: Batch[str, int | None] = Batch(runtime, each(_connection_close), name="socket closes")
+        self.settles: Batch[tuple[str, int], Any] = Batch(runtime, each(_settle), name="presence settles")
         # Sockets that closed while the database was unreachable: their rows
         # would be refreshed by the heartbeat for ever, so it retries them.
         self.unclosed: set[str] = set()
@@ -162,6 +166,16 @@ class PresenceHub:
                 leave = await database_sync_to_async(presence_settle)(user_id=user_id)
                 if leave is not None:
                     self.publish([leave])
+
+
+def _connection_close(channel_name: str) -> int | None:
+    return connection_close(channel_name=channel_name)
+
+
+def _settle(item: tuple[str, int]) -> StateChange | Leave | None:
+    """("leave", user id): presence_settle(); ("state", user id): presence_state_settle()."""
+    what, user_id = item
+    return presence_settle(user_id=user_id) if what == "leave" else presence_state_settle(user_id=user_id)
 
 
 def _snapshot_read(key: None) -> str:

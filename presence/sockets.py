@@ -14,9 +14,7 @@ from presence.services import (
     Registration,
     SessionEnded,
     TooManySockets,
-    connection_close,
     connection_state_set,
-    presence_settle,
     presence_state_settle,
     presence_status_set,
 )
@@ -80,8 +78,9 @@ class TrackedSocket(SocketConsumer):
         presence = hub()
         # The row first: it is what presence counts, and a layer that is down
         # (or hung until the socket timeout) must not keep the user online.
+        # In a round with the sockets closing beside it (a deploy closes them all).
         try:
-            user_id = await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+            user_id = await presence.closes.submit(self.channel_name)
         except Exception:
             logger.exception("%s socket could not be forgotten; the heartbeat will retry", self.endpoint)
             presence.close_later(self.channel_name)
@@ -91,7 +90,7 @@ class TrackedSocket(SocketConsumer):
         await self.closed()
         if user_id is None:
             # Sockets are left: if only idle ones, the user is now away.
-            change = await database_sync_to_async(presence_state_settle)(user_id=self.scope["user"].pk)
+            change = await presence.settles.submit(("state", self.scope["user"].pk))
             if change is not None:
                 presence.publish([change])
             return
@@ -99,7 +98,7 @@ class TrackedSocket(SocketConsumer):
         # moment: wait before announcing the leave so that it does not flicker.
         if settings.PRESENCE_LEAVE_GRACE > 0:
             await asyncio.sleep(settings.PRESENCE_LEAVE_GRACE)
-        leave = await database_sync_to_async(presence_settle)(user_id=user_id)
+        leave = await presence.settles.submit(("leave", user_id))
         if leave is not None:
             presence.publish([leave])
 

@@ -133,3 +133,22 @@ class Batch(Generic[T, R]):
             future.set_exception(result)
         else:
             future.set_result(result)
+
+
+def each(function: Callable[[T], R]) -> Callable[[list[T]], list[R | Exception]]:
+    """A round handler that calls function(item) for each item in turn: one hop to the thread for the round.
+
+    Each call keeps its own transaction (if it opens one), so one item's
+    locks are never held while another's are taken.
+    """
+
+    def handle(items: list[T]) -> list[R | Exception]:
+        results: list[R | Exception] = []
+        for item in items:
+            try:
+                results.append(function(item))
+            except Exception as error:
+                results.append(error)
+        return results
+
+    return handle

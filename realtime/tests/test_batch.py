@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from realtime.batch import Batch
+from realtime.batch import Batch, each
 from realtime.runtime import runtime
 
 
@@ -96,3 +96,14 @@ async def test_a_caller_cancelled_before_its_round_asked_for_nothing():
     assert await first == 2
     assert await batch.submit(3) == 6
     assert all(2 not in items for items in rounds)
+
+
+async def test_each_calls_the_function_per_item_and_keeps_each_items_error_its_own():
+    def halve(n: int) -> int:
+        if n % 2:
+            raise Refused(n)
+        return n // 2
+
+    batch = Batch(runtime(), each(halve), name="test")
+    answers = await asyncio.gather(*(batch.submit(n) for n in (4, 3, 10)), return_exceptions=True)
+    assert answers[0] == 2 and answers[2] == 5 and isinstance(answers[1], Refused)
