@@ -199,7 +199,7 @@ class Fanout:
         if not waiting:
             return 0
         given_up = self.runtime.loop.time() - UNHEARD_GIVEN_UP
-        while waiting and waiting[0][1] < given_up:
+        while waiting and waiting[0][1] <= given_up:
             waiting.popleft()
         return len(waiting) * len(self.groups.get(group, ()))
 
