@@ -186,7 +186,8 @@ class Fanout:
         self.unheard.setdefault(group, deque()).append((number, self.runtime.loop.time()))
 
     def _heard(self, group: str, number: int) -> None:
-        # The layer keeps a channel's order: what was sent before this one and is still counted was lost.
+        # A channel keeps the order its messages were sent in: what was counted before this one and is still
+        # waiting was lost (or, sent at the same moment by another task, overtaken: it is not counted twice).
         waiting = self.unheard.get(group)
         while waiting and waiting[0][0] <= number:
             waiting.popleft()
@@ -204,7 +205,7 @@ class Fanout:
         return len(waiting) * len(self.groups.get(group, ()))
 
     def behind(self, group: str) -> bool:
-        """True while a group's fan-out here is over FANOUT_BACKLOG_LIMIT frames behind: refuse new messages to it."""
+        """True while a group's fan-out here is FANOUT_BACKLOG_LIMIT frames or more behind: refuse new messages."""
         limit = settings.FANOUT_BACKLOG_LIMIT
         return limit > 0 and self.backlog(group) >= limit
 
