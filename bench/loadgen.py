@@ -10,6 +10,7 @@ another process can compute the latency from send to receipt.
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -266,37 +267,56 @@ class Worker:
                 pass
         return {"got": self.per_seq[seq]}
 
-    async def cmd_flood(self, group: str, senders: list[int], seconds: float, ack_timeout: float = 10.0) -> dict:
-        """Each sender sends, waits for its own message to come back, and sends again, for `seconds`."""
+    async def cmd_flood(
+        self, group: str, senders: list[int], seconds: float, ack_timeout: float = 10.0, backoff: float = 0.2
+    ) -> dict:
+        """Each sender sends, waits for its own message to come back, and sends again, for `seconds`.
+
+        A message the server refuses (rate_limited: the room is busy) is
+        followed by a pause of `backoff` seconds, as a page waits before it
+        sends again. Returns the acknowledged messages' sequence names, unique
+        across workers, so that the orchestrator can count which of them did
+        not reach every receiver (counts).
+        """
         deadline = time.monotonic() + seconds
-        sent = acked = timeouts = refused = 0
+        sent = timeouts = 0
+        acked: list[str] = []
+        refused: dict[str, int] = defaultdict(int)
         started = time.monotonic_ns()
+        worker = os.getpid()
 
         async def loop(index: int) -> None:
-            nonlocal sent, acked, timeouts, refused
+            nonlocal sent, timeouts
             client = self.clients[group][index]
             n = 0
             while time.monotonic() < deadline:
-                waiter = await self.send(client, f"{index}.{n}")
+                seq = f"{worker}.{index}.{n}"
+                waiter = await self.send(client, seq)
                 sent += 1
                 n += 1
                 try:
                     await asyncio.wait_for(waiter, ack_timeout)
-                    acked += 1
+                    acked.append(seq)
                 except TimeoutError:
                     timeouts += 1
-                except RuntimeError:
-                    refused += 1
+                except RuntimeError as error:
+                    refused[str(error)] += 1
+                    await asyncio.sleep(backoff)
 
         await asyncio.gather(*(loop(index) for index in senders))
         return {
             "sent": sent,
             "acked": acked,
             "ack_timeouts": timeouts,
-            "refused": refused,
+            "refused": sum(refused.values()),
+            "refused_codes": dict(refused),
             "first_ns": started,
             "last_ns": time.monotonic_ns(),
         }
+
+    def cmd_counts(self, seqs: list[str]) -> dict:
+        """How many of this worker's sockets received each of these messages."""
+        return {"counts": [self.per_seq.get(seq, 0) for seq in seqs]}
 
     def cmd_stats(self, latencies: bool = True) -> dict:
         return {

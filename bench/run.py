@@ -577,16 +577,23 @@ class Bench:
         )
 
     async def throughput(self, system: System, servers: Servers, note: str = "") -> dict:
-        """SENDERS room members send flat out (each waits for its own message back) for T seconds."""
+        """SENDERS room members send flat out (each waits for its own message back) for T seconds.
+
+        A message refused as rate_limited (the room is busy) is followed by a
+        short pause; lost_acked counts the acknowledged messages that did not
+        reach every socket of the room. Server RSS before, when the senders
+        stop, and once the run has settled.
+        """
         tag = f"t{note}{time.monotonic_ns() % 10**6}"
         await self.everyone("arm", tag=tag)
         size = await self.room_size()
-        seconds = self.profile["seconds"]
+        seconds = self.args.throughput_seconds or self.profile["seconds"]
         per_worker: dict[int, list[int]] = {}
         for k in range(SENDERS):
             # Sender k is the (1 + k // workers)-th room socket of worker k % workers: index 0 is the fan-out sender.
             per_worker.setdefault(k % len(self.workers), []).append(1 + k // len(self.workers))
         profiler = self.start_profiler(system, servers, seconds) if self.args.py_spy else None
+        rss_before = servers.rss()
         cpu_server, cpu_generator = servers.cpu_seconds(), self.generator_cpu_seconds()
         floods = await asyncio.gather(
             *(
@@ -594,6 +601,7 @@ class Bench:
                 for w, idx in per_worker.items()
             )
         )
+        rss_sending = servers.rss()
         sent = sum(f["sent"] - f["refused"] for f in floods)
         expected = sent * size
         # Wait for the tail: stop when everything arrived or nothing moved for 3 s.
@@ -612,8 +620,13 @@ class Bench:
         first = min(f["first_ns"] for f in floods)
         last = max(s["last_ns"] for s in stats if s["last_ns"]) if received else first
         latencies = sorted(x / 1e6 for s in stats for x in s["latencies_ns"])
+        acked = [seq for f in floods for seq in f["acked"]]
+        counts = [0] * len(acked)
+        for reply in await self.everyone("counts", seqs=acked):
+            counts = [a + b for a, b in zip(counts, reply["counts"])]
         if profiler is not None:
             self.finish_profiler(profiler)
+        await self.settle(servers=servers)
         return self.record(
             system=system.name,
             scenario="throughput",
@@ -625,6 +638,8 @@ class Bench:
             deliveries=received,
             deliveries_per_s=round(received / max(1e-9, (last - first) / 1e9)),
             lost=expected - received,
+            acked=len(acked),
+            lost_acked=sum(count < size for count in counts),
             p50_ms=round(percentile(latencies, 50), 2),
             p99_ms=round(percentile(latencies, 99), 2),
             server_cpu_s=round(cpu_server, 2),
@@ -632,6 +647,10 @@ class Bench:
             server_us_per_delivery=round(cpu_server * 1e6 / received, 1) if received else None,
             ack_timeouts=sum(f["ack_timeouts"] for f in floods),
             refused=sum(f["refused"] for f in floods),
+            refused_rate_limited=sum(f["refused_codes"].get("rate_limited", 0) for f in floods),
+            rss_before_mib=round(rss_before / 1024, 1),
+            rss_sending_mib=round(rss_sending / 1024, 1),
+            rss_after_mib=round(servers.rss() / 1024, 1),
             errors=merge_counts(s["errors"] for s in stats),
         )
 
@@ -986,6 +1005,9 @@ def main() -> None:
         help="memory census of the stand-in servers (bench/standin.py) in the memory scenario",
     )
     parser.add_argument("--py-spy", action="store_true", help="profile the first server during throughput")
+    parser.add_argument(
+        "--throughput-seconds", type=float, default=0, help="how long the throughput senders send (default: profile's)"
+    )
     parser.add_argument(
         "--env",
         action="append",

@@ -360,6 +360,11 @@ CONTENT_SECURITY_POLICY = {
 SOCKET_FRAME_RATE = env_float("SOCKET_FRAME_RATE", 10.0)
 SOCKET_FRAME_BURST = env_int("SOCKET_FRAME_BURST", 30)
 SOCKET_FLOOD_STRIKES = env_int("SOCKET_FLOOD_STRIKES", 10)
+# A room's fan-out on one process may fall this many frames behind (messages
+# broadcast from that process and not yet written to its sockets in the room,
+# times those sockets) before new messages to the room are refused with
+# rate_limited; 0 lifts the bound (realtime/fanout.py).
+FANOUT_BACKLOG_LIMIT = env_int("FANOUT_BACKLOG_LIMIT", 5000)
 # Open sockets per user across every process; the next one is closed with 4429.
 SOCKET_MAX_PER_USER = env_int("SOCKET_MAX_PER_USER", 10)
 # How often each process closes (4000) its sockets whose session expired or was

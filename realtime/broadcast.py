@@ -52,10 +52,11 @@ async def broadcast(
     whose loss costs nothing.
     """
     event = protocol.forward_event(frame, group=group, skip=skip)
+    current = runtime()
+    current.fanout.counted(group, event)
     if await send_once(group, event, label=label):
         return True
     if retry:
-        current = runtime()
         if current.started:
             current.spawn(_resend(group, event, label), failure=f"{label} broadcast to {group} failed")
         else:

@@ -21,12 +21,24 @@ Nothing here is shared state: the groups hold the addresses of this
 process's own open sockets (the runtime's registry). The layer stays lossy: a
 process that misses a message misses it for its sockets, which resync from
 the database when they reconnect.
+
+A room's capacity is felt here too. A broadcast that this process sends to a
+group its own sockets are in comes back through its inbox, so the process
+counts its broadcasts of each group that it has not yet written to its
+sockets (Fanout.backlog). That is where a room's backlog builds up when its
+senders outrun its fan-out: in the process's inbox on the layer (Daphne's
+and Twisted's buffers stayed empty in the throughput benchmark, since every
+frame is written at once), where past CHANNEL_CAPACITY the layer drops what
+is sent. A sender asks Fanout.behind() before a new message and is refused
+while the group's backlog is over FANOUT_BACKLOG_LIMIT frames, so delivery
+latency stays bounded instead of the inbox growing.
 """
 
 import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -53,6 +65,11 @@ ADDRESS_KEY = "__socket__"
 GROUP_KEY = "group"
 # deliver_each() yields to the event loop after writing this many frames.
 DELIVER_EACH_SLICE = 100
+# The key that carries, in a broadcast this process counts, its inbox and the broadcast's number.
+ORIGIN_KEY = "origin"
+# A counted broadcast not back after this many seconds was lost by the layer (a full channel drops group
+# messages without an error): it no longer counts, so a lost one cannot hold a room's senders for good.
+UNHEARD_GIVEN_UP = 2 * LAYER_TIMEOUT
 
 
 class Fanout:
@@ -77,6 +94,9 @@ class Fanout:
         # The groups that sockets join at one moment are added in one round: a storm of new users' groups
         # made each handshake a Redis call of its own, and each call in flight a connection of its own.
         self.group_adds: Batch[str, None] = Batch(runtime, self._group_add_round, name="group joins")
+        # group -> (number, loop time) of this process's broadcasts to it not yet written to its sockets here.
+        self.unheard: dict[str, deque[tuple[int, float]]] = {}
+        self.broadcast_numbers = itertools.count(1)
 
     async def address(self) -> str:
         """A new address for a socket of this process, inside its inbox channel."""
@@ -155,6 +175,45 @@ class Fanout:
         else:
             for member in members:
                 self._handle(member, message)
+        origin = message.get(ORIGIN_KEY)
+        if origin and origin[0] == self.inbox:
+            self._heard(group, origin[1])
+
+    def counted(self, group: str, event: dict[str, Any]) -> None:
+        """Mark a broadcast that is about to go to a group, to count it until it comes back to this process.
+
+        Only for a group this process has sockets in: the others' broadcasts
+        never come back here.
+        """
+        if self.inbox is None or not self.groups.get(group):
+            return
+        number = next(self.broadcast_numbers)
+        event[ORIGIN_KEY] = [self.inbox, number]
+        self.unheard.setdefault(group, deque()).append((number, self.runtime.loop.time()))
+
+    def _heard(self, group: str, number: int) -> None:
+        # A channel keeps the order its messages were sent in: what was counted before this one and is still
+        # waiting was lost (or, sent at the same moment by another task, overtaken: it is not counted twice).
+        waiting = self.unheard.get(group)
+        while waiting and waiting[0][0] <= number:
+            waiting.popleft()
+        if not waiting:
+            self.unheard.pop(group, None)
+
+    def backlog(self, group: str) -> int:
+        """The frames this process still has to write to its sockets for its own broadcasts to a group."""
+        waiting = self.unheard.get(group)
+        if not waiting:
+            return 0
+        given_up = self.runtime.loop.time() - UNHEARD_GIVEN_UP
+        while waiting and waiting[0][1] <= given_up:
+            waiting.popleft()
+        return len(waiting) * len(self.groups.get(group, ()))
+
+    def behind(self, group: str) -> bool:
+        """True while a group's fan-out here is FANOUT_BACKLOG_LIMIT frames or more behind: refuse new messages."""
+        limit = settings.FANOUT_BACKLOG_LIMIT
+        return limit > 0 and self.backlog(group) >= limit
 
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self.locks.get(group)
@@ -246,6 +305,7 @@ class Fanout:
                 return
             del self.groups[group]
             self.renewed.pop(group, None)
+            self.unheard.pop(group, None)
             if not self.groups and self.refresh_task is not None:
                 self.refresh_task.cancel()
                 self.refresh_task = None
@@ -269,6 +329,8 @@ class Fanout:
         new inbox and must find its groups live.
         """
         old_inbox, self.inbox = self.inbox, await self.layer.new_channel()
+        # What was sent to the old inbox never comes back.
+        self.unheard.clear()
         if self.inbox_task is not None:
             self.inbox_task.cancel()
             self.inbox_task = self.runtime.spawn(self._receive_inbox(self.inbox))

@@ -46,3 +46,52 @@ async def test_groups_added_together_hear_their_broadcasts_and_expire_as_group_a
         assert await redis.zrange(layer._group_key("room.a"), 0, -1) == expected == [inbox.encode()]
         ttl_made, ttl_stock = await redis.ttl(layer._group_key("room.a")), await redis.ttl(layer._group_key("room.c"))
         assert abs(ttl_made - ttl_stock) <= 1 and ttl_stock > 0
+
+
+@pytest.fixture
+async def fanout_in_group():
+    """This loop's Fanout with one socket address in group "room" (its inbox is not being received)."""
+    from realtime.runtime import runtime
+
+    fanout = runtime().fanout
+    address = await fanout.address()
+    await fanout.join("room", address)
+    yield fanout
+    await fanout.leave("room", address)
+    fanout.stop()
+
+
+async def test_a_broadcast_counts_in_its_groups_backlog_until_it_comes_back(settings, fanout_in_group):
+    from realtime.broadcast import broadcast
+
+    fanout, layer = fanout_in_group, get_channel_layer()
+    settings.FANOUT_BACKLOG_LIMIT = 2
+    await broadcast("room", {"type": "note", "n": 1}, label="test")
+    assert (fanout.backlog("room"), fanout.behind("room")) == (1, False)
+    await broadcast("room", {"type": "note", "n": 2}, label="test")
+    assert (fanout.backlog("room"), fanout.behind("room")) == (2, True)
+    assert fanout.backlog("elsewhere") == 0
+    # The first one back: the second still counts.
+    await fanout.deliver("room", await layer.receive(fanout.inbox))
+    assert (fanout.backlog("room"), fanout.behind("room")) == (1, False)
+    await fanout.deliver("room", await layer.receive(fanout.inbox))
+    assert fanout.backlog("room") == 0
+
+
+async def test_a_broadcast_the_layer_lost_stops_counting(monkeypatch, fanout_in_group):
+    from realtime import fanout as module
+    from realtime.broadcast import broadcast
+
+    fanout, layer = fanout_in_group, get_channel_layer()
+    for n in range(3):
+        await broadcast("room", {"type": "note", "n": n}, label="test")
+    await layer.receive(fanout.inbox)  # the first one lost on the way
+    await layer.receive(fanout.inbox)  # and the second
+    # The layer keeps a channel's order: when the third comes back, the two before it were lost.
+    await fanout.deliver("room", await layer.receive(fanout.inbox))
+    assert fanout.backlog("room") == 0
+    await broadcast("room", {"type": "note", "n": 4}, label="test")
+    await layer.receive(fanout.inbox)  # lost, and nothing after it
+    assert fanout.backlog("room") == 1
+    monkeypatch.setattr(module, "UNHEARD_GIVEN_UP", 0.0)
+    assert fanout.backlog("room") == 0
