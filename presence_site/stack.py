@@ -369,9 +369,10 @@ class Stack:
             "STACK_DIR": str(self.directory),
         }
         site = render(NGINX_TEMPLATE, values)
-        # More than two processes: list the others beside the first two.
+        # More than two processes: list the others beside the first two, in each upstream.
+        second = f"    server {values['APP_2']} max_fails=0;\n"
         extra = "".join(f"    server 127.0.0.1:{port} max_fails=0;\n" for port in self.app_ports[2:])
-        site = site.replace("    keepalive 32;", extra + "    keepalive 32;", 1)
+        site = site.replace(second, second + extra)
         (self.directory / "presence.conf").write_text(site)
         (self.directory / "nginx.conf").write_text(render(NGINX_MAIN_TEMPLATE, values))
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
