@@ -864,9 +864,9 @@ class Bench:
                 )
                 cpu_workers = [cpu_seconds(w.process.pid) - c for w, c in zip(self.workers, cpu_workers)]
                 storm_s = max(1e-9, (result["last_ns"] - result["first_ns"]) / 1e9)
-                right_s, watchers_right = None, 0
+                right_s, watchers_right, watcher_counts = None, 0, []
                 if watchers_n:
-                    right_s, watchers_right = await self.watchers_right(
+                    right_s, watchers_right, watcher_counts = await self.watchers_right(
                         watchers_n + HANDSHAKE_WARM, watchers_n, result, timeout=30.0
                     )
                 if profiler is not None:
@@ -894,6 +894,9 @@ class Bench:
                     watchers=watchers_n,
                     watchers_right=watchers_right,
                     right_after_last_connect_s=right_s,
+                    # What the watchers' online count should be, and the last each saw.
+                    watchers_expected=watchers_n + HANDSHAKE_WARM + result["opened"] - sum(closes.values()),
+                    watcher_counts=watcher_counts,
                     server_cpu_s=round(cpu_server, 2),
                     server_cpu_ms_per_handshake=round(cpu_server * 1000 / max(1, result["opened"]), 2),
                     server_idle_core_share=round(idle, 3),
@@ -908,9 +911,10 @@ class Bench:
 
     async def watchers_right(
         self, online_before: int, watchers_n: int, storm: dict, timeout: float
-    ) -> tuple[float | None, int]:
+    ) -> tuple[float | None, int, list[int | None]]:
         """Wait until every watcher's online count is online_before + the storm's sockets still open (or `timeout`):
-        seconds from the last connect until the last of them was right, and how many were."""
+        seconds from the last connect until the last of them was right for good (from the diff after its last wrong
+        one on), how many were right at the end, and the last count each saw."""
         deadline = time.monotonic() + timeout
         watchers: list[dict] = []
         expected = online_before + storm["opened"]
@@ -921,11 +925,16 @@ class Bench:
             if watchers and all(w["diffs"] and w["diffs"][-1][1] == expected for w in watchers):
                 break
             await asyncio.sleep(0.1)
-        right = [next((t for t, count in w["diffs"] if count == expected), None) for w in watchers]
+        right = []
+        for w in watchers:
+            wrong = [i for i, (_, count) in enumerate(w["diffs"]) if count != expected]
+            after = wrong[-1] + 1 if wrong else 0
+            right.append(w["diffs"][after][0] if after < len(w["diffs"]) else None)
         known = [(t - storm["last_ns"]) / 1e9 for t in right if t is not None]
+        last_counts = [w["diffs"][-1][1] if w["diffs"] else w["snapshot"] for w in watchers]
         if len(known) < watchers_n:
-            return None, len(known)
-        return round(max(known), 3), len(known)
+            return None, len(known), last_counts
+        return round(max(known), 3), len(known), last_counts
 
     async def activity(self, system: System) -> None:
         """room.activity: one sender and ACTIVITY_IN_ROOM receivers in the room, first alone, then with N more
