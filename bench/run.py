@@ -895,7 +895,9 @@ class Bench:
                     watchers_right=watchers_right,
                     right_after_last_connect_s=right_s,
                     # What the watchers' online count should be, and the last each saw.
-                    watchers_expected=watchers_n + HANDSHAKE_WARM + result["opened"] - sum(closes.values()),
+                    watchers_expected=(
+                        watchers_n + HANDSHAKE_WARM + result["opened"] - sum(closes.values()) if watchers_n else None
+                    ),
                     watcher_counts=watcher_counts,
                     server_cpu_s=round(cpu_server, 2),
                     server_cpu_ms_per_handshake=round(cpu_server * 1000 / max(1, result["opened"]), 2),
