@@ -139,7 +139,12 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
             (
                 "handshake storm of 5,000: every watcher right within 2 s of the last connect",
                 f"{storm['watchers_right']}/{storm['watchers']} watchers right"
-                + (f", the last {right:.2f} s after the last connect" if right is not None else ""),
+                + (f", the last {right:.2f} s after the last connect" if right is not None else "")
+                + (
+                    f" (online count {max(storm['watcher_counts']):,} for {storm['watchers_expected']:,} online)"
+                    if right is None and storm.get("watcher_counts")
+                    else ""
+                ),
                 right is not None and right <= 2.0,
             )
         )
