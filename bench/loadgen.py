@@ -19,6 +19,7 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -30,6 +31,20 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a handshake failed, in a few words: "HTTP 403", "timeout", "connection refused", ..."""
+    if isinstance(error, InvalidStatus):
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionError) and str(error).startswith("closed during the handshake"):
+        # Daphne resets a handshake its application did not accept within --websocket_connect_timeout (5 s).
+        return f"{'reset' if isinstance(error.__cause__, ConnectionResetError) else 'closed'} during the handshake"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return type(error).__name__
+
+
 class Client(asyncio.Protocol):
     """One WebSocket client on the `websockets` sans-I/O protocol.
 
@@ -37,12 +52,16 @@ class Client(asyncio.Protocol):
     that thousands of sockets cost the generator as little as possible.
     """
 
-    def __init__(self, worker: "Worker", url: str, headers: dict[str, str], group: str, watch: bool) -> None:
+    def __init__(
+        self, worker: "Worker", url: str, headers: dict[str, str], group: str, watch: bool, listen: bool = True
+    ) -> None:
         self.worker = worker
         self.protocol = ClientProtocol(parse_uri(url), max_size=2**22)
         self.headers = headers
         self.group = group
         self.watch = watch
+        # False: text frames are not decoded (a crowd whose frames nobody reads costs the generator less).
+        self.listen = listen
         self.sender = False
         self.closing = False
         self.gone = False
@@ -74,6 +93,8 @@ class Client(asyncio.Protocol):
         self.protocol.receive_data(data)
         for event in self.protocol.events_received():
             if isinstance(event, Frame):
+                if not self.listen:
+                    continue
                 if event.opcode is Opcode.TEXT or event.opcode is Opcode.CONT:
                     self.fragments.append(event.data)
                     if event.fin:
@@ -91,12 +112,16 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+            error = ConnectionError(f"closed during the handshake: {exc}")
+            error.__cause__ = exc
+            self.opened.set_exception(error)
         if not self.closed.done():
             self.closed.set_result(None)
         self.gone = True
         if not self.closing and self.opened.done() and self.opened.exception() is None:
             self.worker.closed_unexpectedly += 1
+            received = self.protocol.close_rcvd
+            self.worker.close_codes[self.group][str(received.code if received else 1006)] += 1
 
     def send_text(self, text: str) -> None:
         self.protocol.send_text(text.encode())
@@ -129,6 +154,8 @@ class Worker:
         self.activity_latencies: list[int] = []
         self.activity_frames: dict[int, int] = defaultdict(int)
         self.closed_unexpectedly = 0
+        # The close codes of sockets the server closed after their handshake, by group (1006: no close frame).
+        self.close_codes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.errors: dict[str, int] = defaultdict(int)
         self.out = sys.stdout
 
@@ -186,10 +213,16 @@ class Worker:
         origin: str,
         concurrency: int = 50,
         watch: bool = False,
+        listen: bool = True,
+        timeout: float = 60.0,
     ) -> dict:
-        """Open one socket per cookie, to url (or to url[i] for cookie i when url is a list)."""
+        """Open one socket per cookie, to url (or to url[i] for cookie i when url is a list).
+
+        Failed handshakes are counted by message (errors) and by reason (reasons: the HTTP status, timeout, ...).
+        """
         gate = asyncio.Semaphore(concurrency)
         errors: dict[str, int] = defaultdict(int)
+        reasons: dict[str, int] = defaultdict(int)
         opened = 0
         last = 0
 
@@ -203,15 +236,16 @@ class Worker:
             if cookie:
                 headers["Cookie"] = f"sessionid={cookie}"
             async with gate:
-                client = Client(self, url, headers, group, watch)
+                client = Client(self, url, headers, group, watch, listen)
                 try:
                     await loop.create_connection(lambda: client, parts.hostname, parts.port)
-                    await asyncio.wait_for(client.opened, 60)
+                    await asyncio.wait_for(client.opened, timeout)
                 except Exception as error:
                     if client.transport is not None:
                         client.closing = True
                         client.transport.close()
                     errors[type(error).__name__ + ": " + str(error)[:80]] += 1
+                    reasons[failure_reason(error)] += 1
                     return
             self.clients[group].append(client)
             opened += 1
@@ -223,6 +257,7 @@ class Worker:
             "opened": opened,
             "failed": sum(errors.values()),
             "errors": dict(errors),
+            "reasons": dict(reasons),
             "first_ns": started,
             "last_ns": last,
         }
@@ -332,6 +367,9 @@ class Worker:
             "open": {group: sum(not c.gone for c in clients) for group, clients in self.clients.items()},
         }
 
+    def cmd_close_codes(self, group: str) -> dict:
+        return {"codes": dict(self.close_codes.get(group, {}))}
+
     def cmd_watch_stats(self, group: str) -> dict:
         return {"watchers": [{"snapshot": c.snapshot_count, "diffs": c.diffs} for c in self.clients[group]]}
 
@@ -340,6 +378,7 @@ class Worker:
         closed = 0
         for name in groups:
             clients = self.clients.pop(name, [])
+            self.close_codes.pop(name, None)
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
             closed += len(clients)
         return {"closed": closed}

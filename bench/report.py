@@ -134,6 +134,33 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
                 rate is not None and rate <= 1.0,
             )
         )
+    for n, rate_target in ((5000, 600), (1000, 800)):
+        storm = find(results, APP, "handshakes", n=n)
+        if storm:
+            rows.append(
+                (
+                    f"handshake storm of {n:,} into one room: at least {rate_target:,} handshakes/s, none refused",
+                    f"{storm['handshakes_per_s']:,}/s, {storm['refused']} refused"
+                    + (f" ({refusals(storm)})" if storm["refused"] else ""),
+                    storm["handshakes_per_s"] >= rate_target and storm["refused"] == 0,
+                )
+            )
+    storm = find(results, APP, "handshakes", n=5000)
+    if storm and storm["watchers"]:
+        right = storm["right_after_last_connect_s"]
+        rows.append(
+            (
+                "handshake storm of 5,000: every watcher right within 2 s of the last connect",
+                f"{storm['watchers_right']}/{storm['watchers']} watchers right"
+                + (f", the last {right:.2f} s after the last connect" if right is not None else "")
+                + (
+                    f" (online count {max(storm['watcher_counts']):,} for {storm['watchers_expected']:,} online)"
+                    if right is None and storm.get("watcher_counts")
+                    else ""
+                ),
+                right is not None and right <= 2.0,
+            )
+        )
     one = find(results, APP, "throughput", processes=1)
     two = find(results, APP, "throughput", processes=2)
     if one and two:
@@ -148,6 +175,12 @@ def targets(results: list[dict]) -> list[tuple[str, str, str]]:
     return [
         (name, figure, "met" if ok else ("not measured" if ok is None else "**missed**")) for name, figure, ok in rows
     ]
+
+
+def refusals(result: dict) -> str:
+    """'HTTP 500: 3, timeout: 1', or '–'."""
+    found = result.get("refusals") or {}
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(found.items())) or "–"
 
 
 def plot(results: list[dict], path: Path) -> bool:
@@ -311,6 +344,57 @@ def generated(runs: list[dict], results: list[dict], plotted: bool) -> str:
                         r["failed"],
                     ]
                     for r in storm
+                ],
+            )
+        )
+    handshakes = sorted(
+        (r for r in results if r["scenario"] == "handshakes"),
+        key=lambda r: (r["n"], r["system"] != FLOOR, r["system"] != TUTORIAL, r["system"]),
+    )
+    if handshakes:
+        latest = {}
+        for r in handshakes:
+            latest[(r["system"], r["n"])] = r
+        parts.append(
+            "### Handshake storm: N sockets open into one room of one process\n\n"
+            f"Each socket with its own session, {handshakes[0]['in_flight']} handshakes in flight over the load "
+            "generators; the app's watchers on /ws/presence/ were open before it. Handshakes/s: opened / first to "
+            "last connect. Server CPU per handshake: until the server idles again; the idle server's CPU with the N "
+            "sockets open is part of it, the more so the longer the storm. Generator: its busiest "
+            "process's share of a core over the storm (near 1: the generator set the pace).\n\n"
+            + table(
+                [
+                    "system",
+                    "N",
+                    "handshakes/s",
+                    "× floor",
+                    "refused",
+                    "why",
+                    "watchers right after last connect s",
+                    "server CPU ms per handshake",
+                    "idle server with N open",
+                    "generator CPU s",
+                    "busiest generator",
+                ],
+                [
+                    [
+                        r["system"],
+                        r["n"],
+                        r["handshakes_per_s"],
+                        (
+                            f"{r['handshakes_per_s'] / latest[(FLOOR, r['n'])]['handshakes_per_s']:.2f}"
+                            if (FLOOR, r["n"]) in latest
+                            else None
+                        ),
+                        r["refused"],
+                        refusals(r),
+                        r["right_after_last_connect_s"] if r["watchers"] else None,
+                        r["server_cpu_ms_per_handshake"],
+                        f"{r['server_idle_core_share']:.0%} of a core" if "server_idle_core_share" in r else None,
+                        r["generator_cpu_s"],
+                        f"{r['generator_busiest_core_share']:.0%} of a core",
+                    ]
+                    for r in latest.values()
                 ],
             )
         )

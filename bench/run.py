@@ -2,13 +2,13 @@
 
 Starts its own redis-server, the servers under test (each on its own port) and
 several load-generator processes (bench/loadgen.py); creates users and
-sessions in bulk; measures fan-out, throughput, idle memory, a presence storm
-and scale-out; writes JSON lines, then the table and plot in
+sessions in bulk; measures fan-out, throughput, idle memory, a presence storm,
+a handshake storm and scale-out; writes JSON lines, then the table and plot in
 docs/benchmarks.md and docs/img/. Everything it starts is stopped at the end,
 also on Ctrl-C or an error.
 
 Run: .venv/bin/python bench/run.py [--profile quick|full] [--systems a,b] [--scenarios ...]
-(scenarios: memory, fanout, storm, scale, activity; all by default)
+(scenarios: memory, fanout, storm, handshakes, scale, activity; all by default)
 """
 
 import argparse
@@ -35,6 +35,13 @@ PY = sys.executable
 HOST = "127.0.0.1"
 ROOM = "bench"
 IDLE_ROOM = "idle"
+# The handshake storm's room: its own, with HANDSHAKE_HISTORY messages, whatever ran before it.
+STORM_ROOM = "storm"
+HANDSHAKE_HISTORY = 50
+# Sockets opened in the room before the handshake storm, and kept open.
+HANDSHAKE_WARM = 5
+# Handshakes in flight during the handshake storm, over all load-generator processes.
+HANDSHAKES_IN_FLIGHT = 100
 PROFILES = {
     # N for fan-out; memory N; messages per fan-out point; throughput seconds; storm size.
     "quick": {
@@ -45,6 +52,7 @@ PROFILES = {
         "storm": 1000,
         "watchers": 5,
         "activity": 1000,
+        "handshakes": [1000, 5000],
     },
     "smoke": {
         "fanout": [50],
@@ -54,6 +62,7 @@ PROFILES = {
         "storm": 200,
         "watchers": 3,
         "activity": 100,
+        "handshakes": [200],
     },
     "full": {
         "fanout": [100, 500, 1000, 2000],
@@ -63,6 +72,7 @@ PROFILES = {
         "storm": 1000,
         "watchers": 10,
         "activity": 1000,
+        "handshakes": [1000, 5000],
     },
 }
 THROUGHPUT_N = 1000
@@ -139,6 +149,14 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fd_limit(pid: int) -> int:
+    """The soft limit on open files of a process."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 0
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -406,9 +424,11 @@ class Bench:
         call_command("migrate", verbosity=0)
         needed = max(max(self.profile["fanout"]), max(self.profile["memory"]), THROUGHPUT_N) + 2
         storm = self.profile["storm"] + self.profile["watchers"]
-        needed = max(needed, storm, ACTIVITY_IN_ROOM + 1 + self.profile["activity"]) + 10
+        handshakes = max(self.profile["handshakes"]) + self.profile["watchers"]
+        needed = max(needed, storm, handshakes, ACTIVITY_IN_ROOM + 1 + self.profile["activity"]) + 10
         self.sessions = self.create_sessions(needed)
         self.prepare_app_state()
+        self.prepare_storm_room(handshakes)
 
     def create_sessions(self, count: int) -> list[str]:
         """Users and logged-in sessions in bulk: no password hashing, one INSERT per batch."""
@@ -439,6 +459,28 @@ class Bench:
         log(f"{count} users and sessions created in {time.monotonic() - started:.1f} s")
         return [s.session_key for s in sessions]
 
+    def prepare_storm_room(self, members: int) -> None:
+        """The handshake storm's room: HANDSHAKE_HISTORY messages, and the first `members` bench users its members.
+
+        A storm of sockets is a crowd coming back (a restart, a network back up): members of the room, who get
+        its history as they open.
+        """
+        from django.contrib.auth import get_user_model
+
+        from chat.models import Membership, Room
+        from chat.services import message_post
+
+        room = Room.objects.get(slug=STORM_ROOM)
+        users = list(get_user_model().objects.filter(pk__in=self.session_users[-HANDSHAKE_HISTORY:]))
+        for n, user in enumerate(users):
+            message_post(room=room, user=user, body=f"Message {n} of the room's history, with some words in it.")
+        newest = room.messages.order_by("-id").values_list("id", flat=True).first() or 0
+        Membership.objects.bulk_create(
+            [Membership(room=room, user_id=user_id, last_read_id=newest) for user_id in self.session_users[:members]],
+            batch_size=2000,
+            ignore_conflicts=True,
+        )
+
     def set_statuses(self, indexes) -> int:
         """A status (and do-not-disturb on every other one) on these bench users: snapshots and lists carry them."""
         from django.contrib.auth import get_user_model
@@ -466,7 +508,7 @@ class Bench:
             from chat.models import Room  # the chat app, once it exists
         except ImportError:
             return
-        slugs = [ROOM] + [f"{IDLE_ROOM}-{i}" for i in range(max(self.profile["memory"]) // 10 + 1)]
+        slugs = [ROOM, STORM_ROOM] + [f"{IDLE_ROOM}-{i}" for i in range(max(self.profile["memory"]) // 10 + 1)]
         existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
         Room.objects.bulk_create([Room(slug=slug, title=slug) for slug in slugs if slug not in existing])
 
@@ -490,6 +532,7 @@ class Bench:
         path: str | None = None,
         paths: list[str] | None = None,
         watch: bool = False,
+        listen: bool = True,
         concurrency: int = 50,
         spread_servers: bool = True,
     ) -> dict:
@@ -511,21 +554,20 @@ class Bench:
                     origin=servers.origin(s),
                     concurrency=concurrency,
                     watch=watch,
+                    listen=listen,
                 )
             )
         replies = await asyncio.gather(*calls)
         opened = sum(r["opened"] for r in replies)
         failed = sum(r["failed"] for r in replies)
-        errors: dict[str, int] = {}
-        for reply in replies:
-            for key, value in reply["errors"].items():
-                errors[key] = errors.get(key, 0) + value
+        errors = merge_counts(r["errors"] for r in replies)
         if failed:
             log(f"  {failed} of {len(sessions)} sockets failed to open: {errors}")
         return {
             "opened": opened,
             "failed": failed,
             "errors": errors,
+            "reasons": merge_counts(r["reasons"] for r in replies),
             "first_ns": min(r["first_ns"] for r in replies),
             "last_ns": max(r["last_ns"] for r in replies),
         }
@@ -799,6 +841,122 @@ class Bench:
             servers.stop()
             self.prepare_app_state()
 
+    async def handshakes(self, system: System) -> None:
+        """A storm of handshakes into one room of one process: N sockets, each with its own session, opened as fast
+        as HANDSHAKES_IN_FLIGHT at a time allow. For the app, watchers on /ws/presence/ opened before it: when is
+        every one of them right (online count = watchers + sockets held) after the last connect.
+
+        Recorded per N: handshakes/s (opened / first to last connect), the refused ones by reason (HTTP status,
+        timeout, close code after the handshake), the server's CPU per handshake (until it idles again, so the
+        presence and room frames each socket causes count), and the generator's CPU: its busiest process's share of
+        a core over the storm says whether the generator, not the server, set the pace.
+        """
+        watchers_n = self.profile["watchers"] if system.kind == "app" else 0
+        path = "/" if system.kind == "floor" else f"/ws/chat/{STORM_ROOM}/"
+        keys = self.sessions
+        for n in self.profile["handshakes"]:
+            servers = Servers(system, self)
+            try:
+                limit = fd_limit(servers.processes[0].pid)
+                if limit < n + 1000:
+                    raise RuntimeError(f"{system.name}: the server may open {limit} files, too few for {n} sockets")
+                # A few sockets in the room first, kept open: the first handshakes of a fresh process (imports,
+                # database and Redis connections, thread pool) stay out of the storm.
+                await self.open(servers, "warm", keys[-HANDSHAKE_WARM:], path=path)
+                if watchers_n:
+                    await self.open(servers, "watchers", keys[:watchers_n], path="/ws/presence/", watch=True)
+                await self.settle(1.0, servers=servers)
+                await self.everyone("arm", tag=f"h{n}")
+                profiler = None
+                if self.args.py_spy and system.kind == "app":
+                    profiler = self.start_profiler(system, servers, 0, f"handshakes-{n}", threads=True)
+                    await asyncio.sleep(1.0)  # py-spy attaches before the first handshake
+                cpu_server = servers.cpu_seconds()
+                cpu_workers = [cpu_seconds(w.process.pid) for w in self.workers]
+                result = await self.open(
+                    servers,
+                    "storm",
+                    keys[watchers_n : watchers_n + n],
+                    path=path,
+                    listen=False,
+                    concurrency=max(1, HANDSHAKES_IN_FLIGHT // len(self.workers)),
+                )
+                cpu_workers = [cpu_seconds(w.process.pid) - c for w, c in zip(self.workers, cpu_workers)]
+                storm_s = max(1e-9, (result["last_ns"] - result["first_ns"]) / 1e9)
+                right_s, watchers_right, watcher_counts = None, 0, []
+                if watchers_n:
+                    right_s, watchers_right, watcher_counts = await self.watchers_right(
+                        watchers_n + HANDSHAKE_WARM, watchers_n, result, timeout=30.0
+                    )
+                if profiler is not None:
+                    self.finish_profiler(profiler, interrupt=True)
+                await self.settle(servers=servers)
+                cpu_server = servers.cpu_seconds() - cpu_server
+                # What the N open sockets cost the idle server (Daphne checks every connection ten times a second):
+                # part of the CPU per handshake, the more so the longer the storm lasts.
+                idle = servers.cpu_seconds()
+                await asyncio.sleep(2.0)
+                idle = (servers.cpu_seconds() - idle) / 2.0
+                closes = merge_counts(r["codes"] for r in await self.everyone("close_codes", group="storm"))
+                refusals = {**result["reasons"], **{f"close {code}": count for code, count in closes.items()}}
+                self.record(
+                    system=system.name,
+                    scenario="handshakes",
+                    n=n,
+                    in_flight=HANDSHAKES_IN_FLIGHT,
+                    generators=len(self.workers),
+                    opened=result["opened"],
+                    refused=sum(refusals.values()),
+                    refusals=refusals,
+                    connect_s=round(storm_s, 2),
+                    handshakes_per_s=round(result["opened"] / storm_s),
+                    watchers=watchers_n,
+                    watchers_right=watchers_right,
+                    right_after_last_connect_s=right_s,
+                    # What the watchers' online count should be, and the last each saw.
+                    watchers_expected=(
+                        watchers_n + HANDSHAKE_WARM + result["opened"] - sum(closes.values()) if watchers_n else None
+                    ),
+                    watcher_counts=watcher_counts,
+                    server_cpu_s=round(cpu_server, 2),
+                    server_cpu_ms_per_handshake=round(cpu_server * 1000 / max(1, result["opened"]), 2),
+                    server_idle_core_share=round(idle, 3),
+                    generator_cpu_s=round(sum(cpu_workers), 2),
+                    generator_busiest_core_share=round(max(cpu_workers) / storm_s, 2),
+                    server_fd_limit=limit,
+                )
+            finally:
+                await self.everyone("close")
+                servers.stop()
+                self.prepare_app_state()
+
+    async def watchers_right(
+        self, online_before: int, watchers_n: int, storm: dict, timeout: float
+    ) -> tuple[float | None, int, list[int | None]]:
+        """Wait until every watcher's online count is online_before + the storm's sockets still open (or `timeout`):
+        seconds from the last connect until the last of them was right for good (from the diff after its last wrong
+        one on), how many were right at the end, and the last count each saw."""
+        deadline = time.monotonic() + timeout
+        watchers: list[dict] = []
+        expected = online_before + storm["opened"]
+        while time.monotonic() < deadline:
+            stats = await self.everyone("stats", latencies=False)
+            expected = online_before + sum(s["open"].get("storm", 0) for s in stats)
+            watchers = [w for reply in await self.everyone("watch_stats", group="watchers") for w in reply["watchers"]]
+            if watchers and all(w["diffs"] and w["diffs"][-1][1] == expected for w in watchers):
+                break
+            await asyncio.sleep(0.1)
+        right = []
+        for w in watchers:
+            wrong = [i for i, (_, count) in enumerate(w["diffs"]) if count != expected]
+            after = wrong[-1] + 1 if wrong else 0
+            right.append(w["diffs"][after][0] if after < len(w["diffs"]) else None)
+        known = [(t - storm["last_ns"]) / 1e9 for t in right if t is not None]
+        last_counts = [w["diffs"][-1][1] if w["diffs"] else w["snapshot"] for w in watchers]
+        if len(known) < watchers_n:
+            return None, len(known), last_counts
+        return round(max(known), 3), len(known), last_counts
+
     async def activity(self, system: System) -> None:
         """room.activity: one sender and ACTIVITY_IN_ROOM receivers in the room, first alone, then with N more
         members of the room online elsewhere (on /ws/presence/), who hear of each message through room.activity.
@@ -880,8 +1038,10 @@ class Bench:
     # Profiling the server under load, with py-spy.
 
     def start_profiler(
-        self, system: System, servers: Servers, seconds: float, what: str = "throughput"
+        self, system: System, servers: Servers, seconds: float, what: str = "throughput", threads: bool = False
     ) -> subprocess.Popen | None:
+        """py-spy on the first server for `seconds` (0: until finish_profiler(interrupt=True)); threads: the stacks
+        start with their thread (the event loop's, the database's), which profile_summary.py sums apart."""
         py_spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         if not Path(py_spy).exists():
             log("  py-spy is not installed; no profile")
@@ -893,8 +1053,8 @@ class Bench:
                 "record",
                 "-p",
                 str(servers.processes[0].pid),
-                "-d",
-                str(int(seconds)),
+                *(["-d", str(int(seconds))] if seconds else []),
+                *(["--threads"] if threads else []),
                 "-r",
                 "200",
                 "-f",
@@ -906,7 +1066,9 @@ class Bench:
             log_path=self.run_dir / "py-spy.log",
         )
 
-    def finish_profiler(self, profiler: subprocess.Popen) -> None:
+    def finish_profiler(self, profiler: subprocess.Popen, interrupt: bool = False) -> None:
+        if interrupt:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
         try:
             profiler.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -938,6 +1100,8 @@ class Bench:
                     await self.latency_series(system)
                 if system.name in self.args.whole and "storm" in scenarios:
                     await self.storm(system)
+                if (system.kind != "app" or system.name in self.args.whole) and "handshakes" in scenarios:
+                    await self.handshakes(system)
                 if system.name in self.args.whole and "scale" in scenarios:
                     await self.scale_out(system)
                 if system.kind == "app" and "activity" in scenarios:
@@ -991,12 +1155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--systems", default="", help="comma-separated names (default: all of the profile)")
-    parser.add_argument("--scenarios", default="memory,fanout,storm,scale,activity")
+    parser.add_argument("--scenarios", default="memory,fanout,storm,handshakes,scale,activity")
     parser.add_argument(
         "--whole",
         default=APP_DEFAULT,
         type=lambda v: v.split(","),
-        help="systems whose presence storm and scale-out are measured too",
+        help="app systems whose presence storm, handshake storm and scale-out are measured too",
     )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
@@ -1004,7 +1168,9 @@ def main() -> None:
         action="store_true",
         help="memory census of the stand-in servers (bench/standin.py) in the memory scenario",
     )
-    parser.add_argument("--py-spy", action="store_true", help="profile the first server during throughput")
+    parser.add_argument(
+        "--py-spy", action="store_true", help="profile the first server during throughput and the storms"
+    )
     parser.add_argument(
         "--throughput-seconds", type=float, default=0, help="how long the throughput senders send (default: profile's)"
     )
