@@ -35,7 +35,7 @@ class RoomActivity:
     """room.activity for the rooms that got messages on this process: one flush per room per window."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.rooms = Coalescer(runtime, self._publish, window=lambda: settings.CHAT_ACTIVITY_WINDOW, merge=_newer)
+        self.rooms = Coalescer(runtime, self._publish, window=lambda room: settings.CHAT_ACTIVITY_WINDOW, merge=_newer)
 
     async def _publish(self, slug: str, batch: dict[str, Any]) -> bool:
         room, message = batch["newest"]

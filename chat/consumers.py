@@ -256,6 +256,11 @@ def room_histories(runtime: Runtime) -> SharedReads[Room, tuple[list[dict], bool
     return SharedReads(runtime, lambda room: room_history_cursor(room=room))
 
 
+# Members on this process past which a room's list window grows (linearly), and its longest window.
+ROOM_LIST_CROWD = 200
+ROOM_LIST_MAX_WINDOW = 5.0
+
+
 class RoomPresence:
     """room.presence for the rooms of this process's sockets: at most one per room per CHAT_PRESENCE_WINDOW.
 
@@ -265,7 +270,20 @@ class RoomPresence:
     """
 
     def __init__(self, runtime: Runtime) -> None:
-        self.lists = Coalescer(runtime, self._publish, window=lambda: settings.CHAT_PRESENCE_WINDOW)
+        self.runtime = runtime
+        self.lists = Coalescer(runtime, self._publish, window=self._window)
+
+    def _window(self, room: str) -> float:
+        """CHAT_PRESENCE_WINDOW, longer in a crowd: each list goes to every member here, so a room of N costs N².
+
+        A room of 5,000 filling up sent a 60 KB list to thousands of sockets
+        four times a second; a window that grows with the members here keeps
+        a room's lists to about the same bytes a second per member (at most
+        one list every ROOM_LIST_MAX_WINDOW seconds).
+        """
+        here = len(self.runtime.fanout.groups.get(protocol.room_group(room), ()))
+        window = settings.CHAT_PRESENCE_WINDOW * max(1.0, here / ROOM_LIST_CROWD)
+        return min(window, max(settings.CHAT_PRESENCE_WINDOW, ROOM_LIST_MAX_WINDOW))
 
     async def _publish(self, room: str, batch: dict) -> bool:
         users, statuses = await database_sync_to_async(room_presence_statuses)(slug=room)

@@ -64,7 +64,9 @@ class PresenceHub:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.diffs = Coalescer(runtime, self._flush, window=lambda: settings.PRESENCE_COALESCE_WINDOW, merge=_merge)
+        self.diffs = Coalescer(
+            runtime, self._flush, window=lambda topic: settings.PRESENCE_COALESCE_WINDOW, merge=_merge
+        )
         # Sockets that open together are recorded together: a storm of reconnects costs a transaction per round.
         self.registrations: Batch[Registration, Opened] = Batch(
             runtime, connections_open, name="socket registrations", abandoned=self._registration_abandoned

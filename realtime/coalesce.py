@@ -38,7 +38,7 @@ class _Topic:
 
 
 class Coalescer:
-    """Batches keyed changes per topic into at most one flush(topic, batch) per window().
+    """Batches keyed changes per topic into at most one flush(topic, batch) per window(topic).
 
     merge(old, new) folds a newer change of a key into the one pending (by
     default the newer replaces it). flush returns whether it was delivered.
@@ -49,7 +49,7 @@ class Coalescer:
         runtime: "Runtime",
         flush: Callable[[str, Batch], Awaitable[bool]],
         *,
-        window: Callable[[], float],
+        window: Callable[[str], float],
         merge: Callable[[Any, Any], Any] = _replace,
     ) -> None:
         self.runtime = runtime
@@ -72,7 +72,7 @@ class Coalescer:
         async with state.lock:
             try:
                 # The window runs from when the previous flush was handed over, so a slow one cannot bunch two.
-                delay = state.last_flush + self.window() - loop.time()
+                delay = state.last_flush + self.window(topic) - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             finally:
@@ -99,17 +99,20 @@ class Coalescer:
                 state.pending.setdefault(key, change)
             pause = RETRY_DELAYS[min(state.failures, len(RETRY_DELAYS) - 1)]
             state.failures += 1
-            state.last_flush = loop.time() + pause - self.window()
+            state.last_flush = loop.time() + pause - self.window(topic)
             if state.task is None:
                 state.task = self.runtime.spawn(self._flush(topic, state), failure=f"coalesced flush of {topic} failed")
 
     def _forget_quiet_topics(self) -> None:
         """Drop topics with nothing pending whose window has passed (a room nobody is in any more)."""
-        cutoff = self.runtime.loop.time() - self.window()
+        now = self.runtime.loop.time()
         quiet = [
             name
             for name, state in self.topics.items()
-            if state.task is None and not state.flushing and not state.pending and state.last_flush < cutoff
+            if state.task is None
+            and not state.flushing
+            and not state.pending
+            and state.last_flush < now - self.window(name)
         ]
         for name in quiet:
             del self.topics[name]

@@ -26,7 +26,7 @@ def recorder(results: list[bool] | None = None):
 
 async def test_a_burst_within_the_window_is_one_flush_with_each_key_at_its_latest():
     flush, flushed, wait_for = recorder()
-    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda: 0.05)
+    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda topic: 0.05)
     coalescer.add("presence", "alice", "join")
     await wait_for(1)  # the first change of a quiet topic goes out at once
     for change in ("leave", "join", "away"):
@@ -40,7 +40,7 @@ async def test_a_burst_within_the_window_is_one_flush_with_each_key_at_its_lates
 async def test_merge_folds_a_newer_change_into_the_pending_one():
     flush, flushed, wait_for = recorder()
     coalescer = Coalescer(
-        Runtime(asyncio.get_running_loop()), flush, window=lambda: 0.05, merge=lambda old, new: old + new
+        Runtime(asyncio.get_running_loop()), flush, window=lambda topic: 0.05, merge=lambda old, new: old + new
     )
     coalescer.add("room", "users", 1)
     coalescer.add("room", "users", 2)
@@ -51,7 +51,7 @@ async def test_merge_folds_a_newer_change_into_the_pending_one():
 async def test_a_failed_flush_is_retried_and_newer_changes_win(monkeypatch):
     monkeypatch.setattr("realtime.coalesce.RETRY_DELAYS", (0.05,))
     flush, flushed, wait_for = recorder([False, True])
-    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda: 0.01)
+    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda topic: 0.01)
     coalescer.add("presence", "alice", "join")
     coalescer.add("presence", "bob", "join")
     await wait_for(1)
@@ -62,7 +62,7 @@ async def test_a_failed_flush_is_retried_and_newer_changes_win(monkeypatch):
 
 async def test_topics_flush_apart():
     flush, flushed, wait_for = recorder()
-    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda: 0.05)
+    coalescer = Coalescer(Runtime(asyncio.get_running_loop()), flush, window=lambda topic: 0.05)
     coalescer.add("chat.room.a", "users", True)
     coalescer.add("chat.room.b", "users", True)
     await wait_for(2)
@@ -80,7 +80,7 @@ async def test_a_change_during_a_slow_flush_waits_for_it_and_then_for_the_window
             await release.wait()  # the layer takes its time with the first one
         return True
 
-    coalescer = Coalescer(Runtime(loop), slow, window=lambda: 0.1)
+    coalescer = Coalescer(Runtime(loop), slow, window=lambda topic: 0.1)
     coalescer.add("presence", "alice", "join")
     await asyncio.sleep(0.01)
     coalescer.add("presence", "bob", "join")  # while the first is still being sent
