@@ -388,17 +388,23 @@ def presence_sweep() -> tuple[int, list[Leave]]:
     now = timezone.now()
     stale = Connection.objects.stale(now)
     last_beats = dict(stale.values("user_id").annotate(last=Max("heartbeat_at")).values_list("user_id", "last"))
-    removed = 0
+    removed, leaves = 0, []
     for user_id, last_beat in last_beats.items():
         with transaction.atomic():
             presence = _locked_presence(user_id)
             count, _ = Connection.objects.stale(now).filter(user_id=user_id).delete()
             removed += count
-            if presence.last_seen is None or presence.last_seen < last_beat:
+            if presence.last_seen is None or presence.last_seen <= last_beat:
                 presence.last_seen = last_beat
                 presence.save(update_fields=["last_seen"])
-    # Users still marked online with no live socket: the ones just swept, and any
-    # whose leave was pending on a process that died during the grace period.
+                # Settled under the same lock: a socket registering between the delete and a later settle
+                # found the user online with no stale row, so nobody announced them (their only live row is new).
+                # A user seen later than the dead rows (a socket of a live process closed, its grace pending)
+                # is left to the orphans below.
+                if (leave := presence_settle(user_id=user_id)) is not None:
+                    leaves.append(leave)
+    # Users still marked online with no live socket: any whose leave was pending on a
+    # process that died during the grace period.
     grace_cutoff = now - timedelta(seconds=settings.PRESENCE_LEAVE_GRACE)
     orphans = (
         UserPresence.objects.filter(online_since__isnull=False)
@@ -406,7 +412,7 @@ def presence_sweep() -> tuple[int, list[Leave]]:
         .exclude(last_seen__gte=grace_cutoff)
         .values_list("user_id", flat=True)
     )
-    leaves = [leave for user_id in list(orphans) if (leave := presence_settle(user_id=user_id))]
+    leaves += [leave for user_id in list(orphans) if (leave := presence_settle(user_id=user_id))]
     return removed, leaves
 
 
