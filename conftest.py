@@ -18,6 +18,7 @@ from presence_site.testing import (
     RedisServer,
     session_cookie,
 )
+from realtime.batch import on_rounds_thread
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -198,8 +199,9 @@ async def quiesce() -> None:
     if others:
         _, stuck = await asyncio.wait(others, timeout=5)
         assert not stuck, f"tasks that ignore cancellation: {stuck}"
-    # That thread runs its calls in order: this one runs once the last query has finished.
+    # Each thread runs its calls in order: these run once the last query of each has finished.
     await database_sync_to_async(lambda: None)()
+    await on_rounds_thread(lambda: None)
 
 
 @pytest.fixture

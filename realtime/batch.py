@@ -15,6 +15,12 @@ and a storm's rounds grow with it.
 
 A coroutine handler (channel-layer work: the groups a storm of sockets joins)
 runs on the event loop instead, with the items queued when its round starts.
+
+Rounds (and the shared reads of realtime.shared) run on a database thread of
+their own, beside the one Channels gives every other database call: in a
+reconnect storm the chat messages of a busy room kept that thread full, and
+handshakes queued behind them past the leave grace, so users who were only
+moving to another process were announced as gone.
 """
 
 import asyncio
@@ -22,9 +28,10 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from channels.db import database_sync_to_async
+from django.db import close_old_connections
 
 if TYPE_CHECKING:
     from realtime.runtime import Runtime
@@ -36,6 +43,22 @@ R = TypeVar("R")
 
 # Items handled in one round at most: a round holds one transaction, and the last item's wait grows with it.
 BATCH_LIMIT = 200
+
+# The process's thread for rounds and shared reads (Django gives it a database connection of its own).
+ROUNDS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rounds")
+
+
+async def on_rounds_thread(function: Callable[[], R]) -> R:
+    """Run function() on the rounds thread, closing stale database connections around it as Channels does."""
+
+    def call() -> R:
+        close_old_connections()
+        try:
+            return function()
+        finally:
+            close_old_connections()
+
+    return await asyncio.get_running_loop().run_in_executor(ROUNDS_THREAD, call)
 
 
 class Batch(Generic[T, R]):
@@ -83,7 +106,7 @@ class Batch(Generic[T, R]):
                         self._take(taken)
                         results = await self.handler([item for item, _ in taken]) if taken else []
                     else:
-                        results = await database_sync_to_async(self._round)(taken)
+                        results = await on_rounds_thread(lambda: self._round(taken))
                     if len(results) != len(taken):
                         raise RuntimeError(f"{len(results)} results for {len(taken)} items")
                 except Exception as error:

@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from channels.db import database_sync_to_async
-
+from realtime.batch import on_rounds_thread
 from realtime.runtime import Runtime
 
 K = TypeVar("K", bound=Hashable)
@@ -24,7 +23,7 @@ KEEP_SECONDS = 60.0
 
 
 class SharedReads(Generic[K, T]):
-    """The latest read(key) of each key, run on the database thread, shared by the sockets it may serve."""
+    """The latest read(key) of each key, run on the rounds thread (realtime.batch), shared by the sockets it serves."""
 
     def __init__(self, runtime: Runtime, read: Callable[[K], T]) -> None:
         self.runtime = runtime
@@ -51,7 +50,7 @@ class SharedReads(Generic[K, T]):
             return started, self.read(key)
 
         try:
-            started, value = await database_sync_to_async(timed)()
+            started, value = await on_rounds_thread(timed)
             self.latest[key] = (started, value)
             for old in [k for k, (at, _) in self.latest.items() if at < started - KEEP_SECONDS]:
                 del self.latest[old]

@@ -8,6 +8,9 @@ import pytest
 from realtime.batch import Batch, each
 from realtime.runtime import runtime
 
+# A round runs on the process's rounds thread, which closes its stale database connection around each call.
+pytestmark = pytest.mark.django_db
+
 
 class Refused(Exception):
     pass
