@@ -192,6 +192,9 @@ class ResilientClient:
     """
 
     NO_RETRY = {4401, 4403, 4404, 4429, 4000, 1003, 1008}
+    # Error codes after which a page sends the same message again (static/js/chat.js), and after how long.
+    RETRYABLE = {"rate_limited", "unavailable"}
+    RETRY_AFTER = 1.0
 
     def __init__(
         self,
@@ -342,7 +345,24 @@ class ResilientClient:
                         self.leaves.append((time.monotonic(), leave["username"]))
             elif kind == "error":
                 self.errors.append(frame)
+                if frame.get("code") in self.RETRYABLE and frame.get("client_id") in self.pending:
+                    # As a page does (static/js/chat.js): the same message again after a pause, same client_id.
+                    asyncio.get_running_loop().call_later(self.RETRY_AFTER, self._resend, frame["client_id"])
             self.changed.notify_all()
+
+    def _resend(self, client_id: str) -> None:
+        body = self.pending.get(client_id)
+        connection = self.connection
+        if body is None or connection is None:
+            return  # acknowledged meanwhile, or resent on the next open
+
+        async def send() -> None:
+            try:
+                await connection.send(json.dumps({"type": "chat.message", "body": body, "client_id": client_id}))
+            except Exception:
+                pass  # resent on the next open
+
+        asyncio.ensure_future(send())
 
     def _newest(self, username: str, at: str | None) -> bool:
         """Whether a transition at this server time is not older than the newest applied (one without a time is)."""
