@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from presence_site.soak import RSS_GROWTH_LIMIT, Soak
+from presence_site.soak import RSS_GROWTH_LIMIT, Soak, own_files
 from presence_site.stack import Stack
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(360)]
@@ -41,16 +41,17 @@ async def test_two_minutes_of_churn_chat_and_watchers(soak_stack):
         assert growth < RSS_GROWTH_LIMIT, (
             f"daphne-{index} RSS grew {growth:.1%} after the warm-up ({before} → {after} KiB)"
         )
-    for index, (before, after) in enumerate(verdict.open_files):
-        assert after <= before, (
-            f"daphne-{index} holds {after} open files after the churn, {before} before it: "
-            f"{verdict.open_files_kinds[index]}"
+    for index, (before, after) in enumerate(verdict.open_files_kinds):
+        # The database and Redis pools keep their connections for reuse: the rest must be back.
+        assert own_files(after) <= own_files(before), (
+            f"daphne-{index} holds more open files after the churn than before it: {before} → {after}"
         )
     assert verdict.connections[1] == verdict.connections[0], (
         f"{verdict.connections[1]} Connection rows after the churn, {verdict.connections[0]} before it: "
         f"{verdict.leftover[:5]}"
     )
     assert verdict.acked > 100
+    assert verdict.unacked == 0, f"{verdict.unacked} chat messages were never acknowledged"
     assert not verdict.lost, f"{len(verdict.lost)} acknowledged messages never reached a member: {verdict.lost[:5]}"
     assert not verdict.violations, "watchers showed users in the wrong state: " + "; ".join(
         map(str, verdict.violations[:5])
