@@ -11,7 +11,7 @@ WEBSOCKET_TIMEOUT ?= 86400
 DAPHNE_FLAGS := --websocket_timeout $(WEBSOCKET_TIMEOUT) --ping-interval 20 --ping-timeout 30 \
 	--websocket-max-message-size 65536
 
-.PHONY: run stack test test-sqlite test-postgres test-browser screenshots check-deploy lint clean bench bench-full
+.PHONY: run stack soak test test-sqlite test-postgres test-browser screenshots check-deploy lint clean bench bench-full
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ run: $(VENV)/.run-deps
 # and nginx (Debian packages) on loopback, nginx on http://127.0.0.1:8080/.
 stack: $(VENV)/.run-deps
 	$(BIN)/python -m presence_site.stack --port $(or $(STACK_PORT),8080)
+
+# The stack under churn, chat and presence watchers for SOAK_MINUTES (30), then a verdict
+# (exit status 1 if memory, open files, rows, messages or presence went wrong): docs/faults.md.
+soak: $(VENV)/.dev-deps
+	$(BIN)/python -m presence_site.soak --minutes $(or $(SOAK_MINUTES),30) $(SOAK_ARGS)
 
 # The whole suite on SQLite (memory and Redis layers), then again on PostgreSQL
 # (the browser and fault tests once: they bring their own servers and database).

@@ -405,7 +405,10 @@ def presence_sweep() -> tuple[int, list[Leave]]:
                     leaves.append(leave)
     # Users still marked online with no live socket: any whose leave was pending on a
     # process that died during the grace period.
-    grace_cutoff = now - timedelta(seconds=settings.PRESENCE_LEAVE_GRACE)
+    # The process of the socket that closed settles its leave itself, after the
+    # grace and whatever its database thread and layer make it wait: a heartbeat
+    # interval more is that process's time to do so, not a missed leave.
+    grace_cutoff = now - timedelta(seconds=settings.PRESENCE_LEAVE_GRACE + settings.PRESENCE_HEARTBEAT_INTERVAL)
     orphans = (
         UserPresence.objects.filter(online_since__isnull=False)
         .exclude(Exists(Connection.objects.live(now).filter(user_id=OuterRef("user_id"))))

@@ -9,8 +9,9 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from presence import protocol
-from presence.models import Connection
-from presence.services import connection_open
+from presence.models import Connection, UserPresence
+from presence.services import connection_open, presence_sweep
+from presence.sockets import TrackedSocket
 from presence_site.testing import ORIGIN, HandshakeRefused, answers_ping, close_code, forgotten
 from realtime import protocol as transport
 
@@ -83,6 +84,44 @@ async def test_the_leave_is_announced_even_when_the_server_gives_up_on_the_close
     bob_socket.future.cancel()
     diff = await next_diff(watcher, timeout=10)
     assert [leave["username"] for leave in diff["leaves"]] == ["bob"] and diff["online_count"] == 1
+
+
+async def test_a_sweep_leaves_a_pending_leave_to_the_process_of_the_socket_that_closed(
+    make_user, open_socket, settings, monkeypatch
+):
+    # The closing socket's process settles the leave once the grace is over,
+    # but it can be late (its database thread busy, the layer slow): the
+    # heartbeat sweep of any process must not take that for a missed leave.
+    settings.PRESENCE_LEAVE_GRACE = 0.3
+    settings.PRESENCE_HEARTBEAT_INTERVAL = 60  # no sweep but the test's own
+    alice, bob = await database_sync_to_async(lambda: (make_user("alice"), make_user("bob")))()
+    watcher, *_ = await open_socket("/ws/presence/", alice)
+    await snapshot_of(watcher)
+    await next_diff(watcher)  # my own arrival
+    bob_socket, *_ = await open_socket("/ws/presence/", bob)
+    assert [join["username"] for join in (await next_diff(watcher))["joins"]] == ["bob"]
+
+    late = asyncio.Event()
+    closed = TrackedSocket.closed
+
+    async def late_closed(socket) -> None:
+        await closed(socket)
+        await late.wait()
+
+    monkeypatch.setattr(TrackedSocket, "closed", late_closed)
+    await bob_socket.disconnect()
+    assert await forgotten(bob)
+    # The grace is over as far as the database can tell, and bob's process has not settled his leave yet.
+    await database_sync_to_async(UserPresence.objects.filter(user=bob).update)(
+        last_seen=timezone.now() - timedelta(seconds=1)
+    )
+    removed, leaves = await database_sync_to_async(presence_sweep)()
+    assert (removed, leaves) == (0, []), "the sweep announced a leave still pending on bob's process"
+
+    late.set()
+    diff = await next_diff(watcher)
+    assert [leave["username"] for leave in diff["leaves"]] == ["bob"] and diff["online_count"] == 1
+    assert await watcher.receive_nothing(timeout=0.5)
 
 
 async def test_second_tab_does_not_announce_join_and_closing_one_announces_nothing(make_user, open_socket):

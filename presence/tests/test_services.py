@@ -99,6 +99,10 @@ def test_sweep_settles_a_leave_left_pending_by_a_dead_process(make_user, setting
     open_(alice, "a1")
     connection_close(channel_name="a1")  # the process died before its grace ran out
     assert presence_sweep() == (0, [])  # still within the grace
-    UserPresence.objects.filter(user=alice).update(last_seen=timezone.now() - timedelta(seconds=2))
+    # Then a heartbeat interval more, the closing process's time to settle it.
+    UserPresence.objects.filter(user=alice).update(last_seen=timezone.now() - timedelta(seconds=1.1))
+    assert presence_sweep() == (0, [])
+    overdue = settings.PRESENCE_LEAVE_GRACE + settings.PRESENCE_HEARTBEAT_INTERVAL + 0.1
+    UserPresence.objects.filter(user=alice).update(last_seen=timezone.now() - timedelta(seconds=overdue))
     removed, leaves = presence_sweep()
     assert [leave.username for leave in leaves] == ["alice"]
