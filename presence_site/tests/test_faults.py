@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -605,9 +606,8 @@ async def test_storm_of_1000_sockets_on_one_process(stack):
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known: when the 2 cores are shared (other benches, or right after the storm test) some reconnects "
-    "register on the other process later than the 1.5 s leave grace and their users get a leave; alone it passes "
-    "(slowest reconnect 0.69 s). The handshake's cost is issue 16's; docs/faults.md",
+    reason="passes alone and right after the storm test (slowest reconnect 0.71-1.19 s, no leave, none lost); once, "
+    "at the end of the whole fault module on the shared cores, only 128 of 201 clients saw a 1012 (docs/faults.md)",
 )
 async def test_rolling_restart_of_both_processes_is_invisible(stack):
     """A deploy: SIGTERM one Daphne and start it again, then the other, while 200 clients sit in a room and send.
@@ -668,7 +668,9 @@ async def test_rolling_restart_of_both_processes_is_invisible(stack):
         await close_all([watcher, *clients])
     assert exit_codes == [0] * len(stack.apps)
     moved = [gap for c in [watcher, *clients] for code, gap in c.reconnects if code == 1012]
-    assert len(moved) >= len(names), "every client was on one of the two processes"
+    closes = Counter(code for c in [watcher, *clients] for code in c.close_codes)
+    refusals = Counter(refusal for c in [watcher, *clients] for refusal in c.refusals)
+    assert len(moved) >= len(names), f"every client was on one of the two processes: closes {closes}, {refusals}"
     assert max(moved) < 2.0, sorted(moved)[-5:]
     assert leaves == []
     assert after == before, {name: (before[name], after.get(name)) for name in names if after.get(name) != before[name]}
