@@ -4,7 +4,8 @@ Run: .venv/bin/python bench/profile_summary.py var/bench-*/profile-<system>-1p.t
 
 A profile recorded with py-spy's --threads (the handshake storm's) starts each stack with its thread,
 "thread (<id>): <name>": the summary then also gives each thread's share and its own self time, so the event
-loop's thread (MainThread) and the database's (asgiref's ThreadPoolExecutor) read apart.
+loop's thread (MainThread), the database's (asgiref's ThreadPoolExecutor) and the rounds' (realtime/batch.py)
+read apart.
 """
 
 import re
@@ -36,18 +37,21 @@ def thread_name(frame: str) -> str | None:
     return re.sub(r"_\d+$", "", match["name"] or "thread")
 
 
+def stacks(path: Path):
+    """Each (frames, samples) of a raw profile, frames outermost first."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
 def by_thread(path: Path, top: int = 10) -> tuple[int, list[tuple[str, float, list[tuple[str, float]]]]]:
     """Each thread's share of the samples, with its top self time (as shares of all samples)."""
     shares: Counter[str] = Counter()
     own: dict[str, Counter[str]] = {}
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for frames, n in stacks(path):
         total += n
-        frames = stack.split(";")
         name = thread_name(frames[0])
         if name is None:
             continue
@@ -63,13 +67,9 @@ def summarize(path: Path, top: int = 25) -> tuple[int, list[tuple[str, float]], 
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
+    for raw, n in stacks(path):
         total += n
-        frames = [short(f) for f in stack.split(";")]
+        frames = [short(f) for f in raw]
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
