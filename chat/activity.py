@@ -19,7 +19,7 @@ from django.conf import settings
 
 from chat import metrics, protocol
 from chat.models import Room
-from chat.selectors import room_activity_members
+from chat.selectors import room_activity_members, room_newest_message
 from realtime.coalesce import Coalescer
 from realtime.fanout import send_to_sockets
 from realtime.protocol import dumps
@@ -39,8 +39,15 @@ class RoomActivity:
 
     async def _publish(self, slug: str, batch: dict[str, Any]) -> bool:
         room, message = batch["newest"]
-        # Read after the last message of the batch: the counts are the exact ones after it.
-        members = await database_sync_to_async(room_activity_members)(room=room)
+
+        def read() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+            # The counts, then the newest message: a message stored after this batch was taken (its own flush
+            # follows) may be in the counts already, and is then the last message too, so the two agree.
+            return room_activity_members(room=room), room_newest_message(room=room)
+
+        members, newest = await database_sync_to_async(read)()
+        if newest is not None and newest["id"] > message["id"]:
+            message = newest
         metrics.ACTIVITY_FLUSHES.inc()
         frames: dict[str, str] = {}
         # Members mostly share their counts (all one message behind): each distinct frame is serialized once.

@@ -279,6 +279,12 @@ def room_activity_members(*, room: Room) -> list[dict[str, Any]]:
     ]
 
 
+def room_newest_message(*, room: Room) -> dict[str, Any] | None:
+    """The room's newest message as its frame (<message>), or None in an empty room."""
+    frames = _frames(Message.objects.filter(room=room).order_by("-id").values(*MESSAGE_FIELDS)[:1])
+    return frames[0] if frames else None
+
+
 def room_member_names(*, room: Room, limit: int = 1000) -> list[str]:
     """Members' usernames, sorted, at most `limit`: what the composer completes after @."""
     return list(
