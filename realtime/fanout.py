@@ -334,25 +334,38 @@ class Fanout:
         if self.inbox_task is not None:
             self.inbox_task.cancel()
             self.inbox_task = self.runtime.spawn(self._receive_inbox(self.inbox))
-        for group in list(self.groups):
+        for group in await self._add_all("could not join %d groups again after a restart (%s)"):
             try:
-                await asyncio.wait_for(self.layer.group_add(group, self.inbox), LAYER_TIMEOUT)
-                self.renewed[group] = self.runtime.loop.time()
                 # A replica promoted by Sentinel still has the old membership: each message would come twice.
                 await asyncio.wait_for(self.layer.group_discard(group, old_inbox), LAYER_TIMEOUT)
             except Exception:
-                logger.warning("could not join group %s again after a restart", group, exc_info=True)
+                logger.warning("could not leave group %s with the old inbox", group, exc_info=True)
 
     async def _refresh(self) -> None:
         """Renew this process's group memberships before the layer's group_expiry drops them."""
         interval = max(1.0, min(3600.0, settings.CHANNEL_GROUP_EXPIRY / 2))
         while True:
             await asyncio.sleep(interval)
-            for group in list(self.groups):
-                try:
-                    await self.layer.group_add(group, self.inbox)
-                except Exception:
-                    logger.warning("could not renew group %s", group, exc_info=True)
+            await self._add_all("could not renew %d groups (%s)")
+
+    async def _add_all(self, failure: str) -> list[str]:
+        """Add the inbox to every group this process is in, through the joins' rounds; the groups that took it.
+
+        With a group per user a process is in thousands of groups: one
+        pipeline per round of them, not a round trip each.
+        """
+        groups = list(self.groups)
+        results = await asyncio.gather(*(self.group_adds.submit(group) for group in groups), return_exceptions=True)
+        now, added, failed = self.runtime.loop.time(), [], []
+        for group, result in zip(groups, results):
+            if isinstance(result, BaseException):
+                failed.append(group)
+            else:
+                added.append(group)
+                self.renewed[group] = now
+        if failed:
+            logger.warning(failure, len(failed), ", ".join(failed[:5]))
+        return added
 
 
 async def groups_add(layer, groups: list[str], channel: str) -> None:

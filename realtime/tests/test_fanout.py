@@ -1,5 +1,8 @@
 """Addressing one socket through its process's inbox (realtime.fanout.send_to_socket), and joining groups together."""
 
+import asyncio
+import copy
+
 import pytest
 from channels.layers import get_channel_layer
 
@@ -46,6 +49,28 @@ async def test_groups_added_together_hear_their_broadcasts_and_expire_as_group_a
         assert await redis.zrange(layer._group_key("room.a"), 0, -1) == expected == [inbox.encode()]
         ttl_made, ttl_stock = await redis.ttl(layer._group_key("room.a")), await redis.ttl(layer._group_key("room.c"))
         assert abs(ttl_made - ttl_stock) <= 1 and ttl_stock > 0
+
+
+@pytest.mark.usefixtures("layer")
+async def test_a_group_joined_longer_ago_than_the_layers_group_expiry_still_hears_its_broadcasts(settings):
+    from realtime.runtime import runtime
+
+    expiry = 2
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["group_expiry"] = expiry
+    settings.CHANNEL_LAYERS, settings.CHANNEL_GROUP_EXPIRY = layers, expiry  # renewed every second
+    fanout = runtime().fanout
+    address = await fanout.address()
+    await fanout.join("room", address)
+    try:
+        # Time passing is the scenario: the layer drops a membership `expiry` seconds after its last group_add.
+        await asyncio.sleep(2 * expiry)
+        layer = get_channel_layer()
+        await layer.group_send("room", {"type": "frame.forward", "text": "still in the room"})
+        assert (await asyncio.wait_for(layer.receive(fanout.inbox), 5))["text"] == "still in the room"
+    finally:
+        await fanout.leave("room", address)
+        fanout.stop()
 
 
 @pytest.fixture
