@@ -27,7 +27,6 @@ import asyncio
 import json
 import random
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -509,17 +508,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs) afterwards")
     args = parser.parse_args()
     stack = Stack(processes=2)
-    try:
-        stack.start()
+    stack.keep = args.keep
+    with stack:
         verdict = asyncio.run(
             Soak(
                 stack, minutes=args.minutes, warmup=args.warmup, churn_rate=args.churn_rate, chat_rate=args.chat_rate
             ).run()
         )
-    finally:
-        stack.stop()
-        if not args.keep:
-            shutil.rmtree(stack.directory, ignore_errors=True)
     print(verdict.report(), flush=True)
     sys.exit(1 if verdict.failures() else 0)
 

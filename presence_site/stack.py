@@ -262,6 +262,7 @@ class Stack:
         self.extra_env = env or {}
         # (interval, timeout) for Daphne's keepalive pings; the fault tests shorten them.
         self.ping = ping
+        self.keep = False
 
     @property
     def url(self) -> str:
@@ -400,10 +401,18 @@ class Stack:
         self.postgres.stop()
 
     def __enter__(self) -> "Stack":
-        return self.start()
+        """Started; whatever part fails to start, the parts already running are stopped."""
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc) -> None:
+        """Every process stopped and the folder removed, unless `keep` was set (its logs are wanted)."""
         self.stop()
+        if not self.keep:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def main() -> None:
@@ -422,26 +431,23 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
-        stack.start()
-        print(f"\n  Presence (production shape) is at {stack.url}/", flush=True)
-        print(
-            f"  Redis {stack.redis.url}, PostgreSQL {stack.postgres.url}, Daphne on ports "
-            f"{', '.join(map(str, stack.app_ports))}; logs in {stack.directory}",
-            flush=True,
-        )
-        print(
-            "  Make an admin: DATABASE_URL=" + stack.postgres.url + " .venv/bin/python manage.py createsuperuser",
-            flush=True,
-        )
-        print("  Ctrl-C stops everything.\n", flush=True)
-        while all(p is not None and p.poll() is None for p in [*stack.apps, stack.nginx]):
-            time.sleep(1)
-        print("a process of the stack exited; stopping the rest", file=sys.stderr)
+        with stack:
+            print(f"\n  Presence (production shape) is at {stack.url}/", flush=True)
+            print(
+                f"  Redis {stack.redis.url}, PostgreSQL {stack.postgres.url}, Daphne on ports "
+                f"{', '.join(map(str, stack.app_ports))}; logs in {stack.directory}",
+                flush=True,
+            )
+            print(
+                "  Make an admin: DATABASE_URL=" + stack.postgres.url + " .venv/bin/python manage.py createsuperuser",
+                flush=True,
+            )
+            print("  Ctrl-C stops everything.\n", flush=True)
+            while all(p is not None and p.poll() is None for p in [*stack.apps, stack.nginx]):
+                time.sleep(1)
+            print("a process of the stack exited; stopping the rest", file=sys.stderr)
     except KeyboardInterrupt:
         pass
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Playwright). Run with -s to see how long the reconnect took.
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,14 +77,9 @@ RESTART_RECONNECTED = """
 
 @pytest.fixture(scope="module")
 def restart_stack() -> Iterator[Stack]:
-    stack = Stack(processes=2, env=STACK_ENV)
-    try:
-        stack.start()
+    with Stack(processes=2, env=STACK_ENV) as stack:
         stack.manage("make_sessions", "alice", "bob", "--password", PASSWORD, capture=True)
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import collections
 import json
 import random
 import re
-import shutil
 import signal
 import sys
 import time
@@ -49,13 +48,8 @@ def heal(fault: str, seconds: float, seen: str) -> None:
 
 @pytest.fixture(scope="module")
 def fault_stack():
-    stack = Stack(processes=2, env=STACK_ENV, ping=PING)
-    try:
-        stack.start()
+    with Stack(processes=2, env=STACK_ENV, ping=PING) as stack:
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.directory, ignore_errors=True)
 
 
 def restore(stack: Stack) -> None:

@@ -3,8 +3,6 @@
 `make soak` runs the same code for 30 minutes at the full rates (docs/faults.md).
 """
 
-import shutil
-
 import pytest
 
 from presence_site.soak import RSS_GROWTH_LIMIT, Soak, own_files
@@ -18,13 +16,8 @@ STACK_ENV = {"PRESENCE_TTL": "6", "PRESENCE_HEARTBEAT_INTERVAL": "1", "PRESENCE_
 
 @pytest.fixture(scope="module")
 def soak_stack():
-    stack = Stack(processes=2, env=STACK_ENV)
-    try:
-        stack.start()
+    with Stack(processes=2, env=STACK_ENV) as stack:
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.directory, ignore_errors=True)
 
 
 async def test_two_minutes_of_churn_chat_and_watchers(soak_stack):
