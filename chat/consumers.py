@@ -36,7 +36,7 @@ from realtime import protocol as transport
 from realtime.batch import Batch
 from realtime.broadcast import broadcast
 from realtime.coalesce import Coalescer
-from realtime.protocol import ProtocolError
+from realtime.protocol import ProtocolError, dumps
 from realtime.runtime import Runtime, runtime
 from realtime.shared import SharedReads
 
@@ -101,12 +101,10 @@ class ChatConsumer(TrackedSocket):
                 await self.send_frame(transport.error_frame(error.code, error.detail))
         if cursor is None and after is None:
             # The last messages, read once for the sockets that open the room together.
-            histories = runtime().local(room_histories)
-            messages, has_more, now = await histories.get(self.chat_room, after=self.registered_at)
-            frame = protocol.history_frame(self.topic, messages, has_more, cursor=now, last_read=self.last_read or None)
+            history = await runtime().local(room_histories).get(self.chat_room, after=self.registered_at)
+            await self.send(text_data=history.frame_text(self.topic, self.last_read or None))
         else:
-            frame = await database_sync_to_async(self.history)(cursor, after)
-        await self.send_frame(frame)
+            await self.send_frame(await database_sync_to_async(self.history)(cursor, after))
         room_presence_changed(self.topic)
 
     def history(self, cursor: str | None, after: int | None) -> dict[str, Any]:
@@ -251,9 +249,36 @@ def room_entries(runtime: Runtime) -> Batch[tuple[str, Any], Membership]:
     return Batch(runtime, rooms_enter, name="room entries")
 
 
-def room_histories(runtime: Runtime) -> SharedReads[Room, tuple[list[dict], bool, str]]:
+# Distinct chat.history frames kept serialized per shared read (readers' markers differ; most share one).
+HISTORY_TEXTS_KEPT = 16
+
+
+class RoomHistory:
+    """A room's last messages and cursor as one read found them, for the sockets that opened the room together.
+
+    Their chat.history frames differ only by the reader's marker: each
+    distinct frame is serialized once (a storm into one room serialized the
+    same 50 messages for every socket).
+    """
+
+    def __init__(self, room: Room) -> None:
+        self.messages, self.has_more, self.cursor = room_history_cursor(room=room)
+        self.texts: dict[tuple[str, int | None], str] = {}
+
+    def frame_text(self, slug: str, last_read: int | None) -> str:
+        key = (slug, last_read)
+        text = self.texts.get(key)
+        if text is None:
+            frame = protocol.history_frame(slug, self.messages, self.has_more, cursor=self.cursor, last_read=last_read)
+            text = dumps(frame)
+            if len(self.texts) < HISTORY_TEXTS_KEPT:
+                self.texts[key] = text
+        return text
+
+
+def room_histories(runtime: Runtime) -> SharedReads[Room, RoomHistory]:
     """This process's reads of rooms' last messages and cursors, shared by the sockets that open a room together."""
-    return SharedReads(runtime, lambda room: room_history_cursor(room=room))
+    return SharedReads(runtime, RoomHistory)
 
 
 # Members on this process past which a room's list window grows (linearly), and its longest window.
