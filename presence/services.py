@@ -11,6 +11,7 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection as database
 from django.db import transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
@@ -168,15 +169,13 @@ def connections_open(registrations: list[Registration]) -> list[Opened | Excepti
             continue
         counts[user_id] = counts.get(user_id, 0) + 1
         rows.append(
-            Connection(
-                channel_name=registration.channel_name,
-                user_id=user_id,
-                session_key=registration.session_key,
-                server=registration.server,
-                endpoint=registration.endpoint,
-                topic=registration.topic,
-                opened_at=now,
-                heartbeat_at=now,
+            (
+                registration.channel_name,
+                user_id,
+                registration.session_key,
+                registration.server,
+                registration.endpoint,
+                registration.topic,
             )
         )
         # online_since with no socket left means a leave is pending its grace
@@ -192,11 +191,31 @@ def connections_open(registrations: list[Registration]) -> list[Opened | Excepti
         # Invisible: online in truth; everyone else sees them offline.
         join = None if presence.invisible else Join(username=registration.username, since=now)
         results.append(Opened(join=join))
-    Connection.objects.bulk_create(rows)
+    _connections_insert(rows, now)
     if changed:
         # Every user the round brought online comes online the same way (bulk_update's CASE per row cost more).
         UserPresence.objects.filter(user_id__in=changed).update(online_since=now, away=False, away_since=None)
     return results
+
+
+def _connections_insert(rows: list[tuple[str, int, str, str, str, str]], now: datetime) -> None:
+    """Insert a round's Connection rows (channel name, user id, session key, server, endpoint, topic), opened now.
+
+    One prepared INSERT run for every row: bulk_create built the statement
+    field by field and row by row, which cost a storm of handshakes more
+    than running it (docs/benchmarks.md).
+    """
+    if not rows:
+        return
+    fields = ["channel_name", "user", "session_key", "server", "endpoint", "topic", "idle", "opened_at", "heartbeat_at"]
+    quote = database.ops.quote_name
+    columns = ", ".join(quote(Connection._meta.get_field(name).column) for name in fields)
+    at = database.ops.adapt_datetimefield_value(now)
+    with database.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {quote(Connection._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})",
+            [(*row, False, at, at) for row in rows],
+        )
 
 
 def connection_open(
