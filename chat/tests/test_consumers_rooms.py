@@ -1,5 +1,7 @@
 """Membership, read markers, room.activity and direct rooms through /ws/chat/ and /ws/presence/, on both layers."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
@@ -59,6 +61,24 @@ async def marker(user, slug: str = "lobby") -> int | None:
     return await database_sync_to_async(
         Membership.objects.filter(user=user, room__slug=slug).values_list("last_read_id", flat=True).first
     )()
+
+
+async def test_sockets_opening_a_room_together_each_get_their_own_marker(open_socket, people):
+    alice, bob, carol = people
+    lobby = await database_sync_to_async(Room.objects.get)(slug="lobby")
+    for user in (alice, bob, carol):
+        await database_sync_to_async(room_enter)(slug="lobby", user=user)
+    sent = [
+        (await database_sync_to_async(message_post)(room=lobby, user=carol, body=f"m{n}", client_id=f"c{n}"))[0]
+        for n in range(3)
+    ]
+    await database_sync_to_async(Membership.objects.filter(user=alice).update)(last_read_id=sent[0]["id"])
+    await database_sync_to_async(Membership.objects.filter(user=bob).update)(last_read_id=sent[1]["id"])
+    # Opened at one moment, they may share one read of the room (chat.consumers.RoomHistory): never one marker.
+    opened = await asyncio.gather(*(in_room(open_socket, user) for user in (alice, bob, carol, alice)))
+    histories = [history for _, history in opened]
+    assert [history["last_read"] for history in histories] == [sent[0]["id"], sent[1]["id"], None, sent[0]["id"]]
+    assert all([m["id"] for m in history["messages"]] == [m["id"] for m in sent] for history in histories)
 
 
 async def test_opening_a_public_rooms_socket_makes_a_member_whose_past_is_read(open_socket, people):
