@@ -162,8 +162,9 @@ class ChatConsumer(TrackedSocket):
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         client_id = protocol.client_id_echo(frame.get("client_id"))
-        if runtime().fanout.behind(protocol.room_group(self.topic)):
-            # The room's fan-out is behind, not this sender: no flood strike, and nothing stored.
+        fanout, group = runtime().fanout, protocol.room_group(self.topic)
+        if fanout.behind(group) or await fanout.inboxes_behind(group):
+            # The room's fan-out is behind (here, or in a process's inbox), not this sender: no strike, nothing stored.
             raise ProtocolError(transport.RATE_LIMITED, "The room is busy; send it again shortly.", client_id=client_id)
         try:
             message, new = await database_sync_to_async(message_post)(

@@ -70,6 +70,11 @@ ORIGIN_KEY = "origin"
 # A counted broadcast not back after this many seconds was lost by the layer (a full channel drops group
 # messages without an error): it no longer counts, so a lost one cannot hold a room's senders for good.
 UNHEARD_GIVEN_UP = 2 * LAYER_TIMEOUT
+# An inbox of a room's group holding this share of its capacity refuses new messages to the room: past the
+# capacity, channels-redis's group_send drops what goes to it, for every socket of that process.
+INBOX_BEHIND_SHARE = 0.5
+# How long one reading of a room's inboxes stands (a reading is one round trip per Redis host).
+INBOX_CHECK_INTERVAL = 0.25
 
 
 class Fanout:
@@ -96,6 +101,8 @@ class Fanout:
         self.group_adds: Batch[str, None] = Batch(runtime, self._group_add_round, name="group joins")
         # group -> (number, loop time) of this process's broadcasts to it not yet written to its sockets here.
         self.unheard: dict[str, deque[tuple[int, float]]] = {}
+        # group -> (loop time, whether an inbox in it was behind) of the last reading of its inboxes.
+        self.inbox_checks: dict[str, tuple[float, bool]] = {}
         self.broadcast_numbers = itertools.count(1)
 
     async def address(self) -> str:
@@ -215,6 +222,29 @@ class Fanout:
         limit = settings.FANOUT_BACKLOG_LIMIT
         return limit > 0 and self.backlog(group) >= limit
 
+    async def inboxes_behind(self, group: str) -> bool:
+        """True while an inbox in the group, this process's or another's, is INBOX_BEHIND_SHARE of its capacity deep.
+
+        behind() counts this process's own broadcasts until they come back.
+        A process that falls behind elsewhere fills its inbox, and what goes
+        past the inbox's capacity is dropped for all its sockets; senders here
+        would not feel it. Read at most once per INBOX_CHECK_INTERVAL per group
+        (callers meanwhile get the last answer); a failed read refuses nothing.
+        """
+        now = self.runtime.loop.time()
+        last = self.inbox_checks.get(group)
+        if last is not None and now - last[0] < INBOX_CHECK_INTERVAL:
+            return last[1]
+        self.inbox_checks[group] = (now, last[1] if last is not None else False)
+        try:
+            behind = await asyncio.wait_for(inboxes_deep(self.layer, group, INBOX_BEHIND_SHARE), LAYER_TIMEOUT)
+        except Exception:
+            logger.debug("could not read the inboxes of %s", group, exc_info=True)
+            behind = False
+        if group in self.groups:
+            self.inbox_checks[group] = (self.runtime.loop.time(), behind)
+        return behind
+
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self.locks.get(group)
         if lock is None:
@@ -306,6 +336,7 @@ class Fanout:
             del self.groups[group]
             self.renewed.pop(group, None)
             self.unheard.pop(group, None)
+            self.inbox_checks.pop(group, None)
             if not self.groups and self.refresh_task is not None:
                 self.refresh_task.cancel()
                 self.refresh_task = None
@@ -394,6 +425,33 @@ async def groups_add(layer, groups: list[str], channel: str) -> None:
                 pipe.zadd(key, {channel: now})
                 pipe.expire(key, layer.group_expiry)
             await pipe.execute()
+
+
+async def inboxes_deep(layer, group: str, share: float) -> bool:
+    """Whether a channel of the group holds `share` of its capacity or more, not yet received (RedisChannelLayer).
+
+    The keys are channels-redis's own (a process's channels share the key of
+    their non-local name): the group's members, then one ZCARD pipeline per
+    shard. Any other layer says False.
+    """
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(layer, RedisChannelLayer):
+        return False
+    members = await layer.connection(layer.consistent_hash(group)).zrange(layer._group_key(group), 0, -1)
+    by_shard: dict[int, dict[str, int]] = {}
+    for member in members:
+        channel = member.decode()
+        name = layer.non_local_name(channel) if "!" in channel else channel
+        by_shard.setdefault(layer.consistent_hash(name), {})[layer.prefix + name] = layer.get_capacity(channel)
+    for shard, capacities in by_shard.items():
+        async with layer.connection(shard).pipeline(transaction=False) as pipe:
+            for key in capacities:
+                pipe.zcard(key)
+            depths = await pipe.execute()
+        if any(depth >= capacity * share for depth, capacity in zip(depths, capacities.values())):
+            return True
+    return False
 
 
 async def send_to_socket(address: str, event: dict[str, Any]) -> None:

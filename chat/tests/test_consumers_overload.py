@@ -1,6 +1,7 @@
 """A room whose fan-out falls behind refuses new messages, through the full ASGI stack on both layers."""
 
 import asyncio
+import copy
 
 import pytest
 from channels.db import database_sync_to_async
@@ -64,3 +65,40 @@ async def test_a_room_behind_its_bound_refuses_new_messages_until_it_has_caught_
     assert third["client_id"] == "c-3" and third["id"] > second["id"]
     assert (await next_of(bob_socket, "chat.message"))["id"] == third["id"]
     assert await database_sync_to_async(Message.objects.filter(client_id="c-3").count)() == 1
+
+
+@pytest.mark.parametrize("layer", ["redis"], indirect=True)  # the only layer whose inboxes have a capacity to read
+async def test_a_room_whose_inbox_on_another_process_is_filling_refuses_new_messages(
+    open_socket, people, settings, layer, monkeypatch
+):
+    from channels.layers import get_channel_layer
+
+    from chat.protocol import room_group
+    from realtime import fanout as module
+
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    layers["default"]["CONFIG"]["capacity"] = 10
+    settings.CHANNEL_LAYERS = layers
+    monkeypatch.setattr(module, "INBOX_CHECK_INTERVAL", 0.0)  # read the inboxes at every message
+    alice, _ = people
+    alice_socket, *_ = await join(open_socket, alice)
+    first = await say(alice_socket, "one", "c-1")
+    # Another process holds a socket in the room, and has not received its last 5 messages (half its capacity):
+    # past 10, channels-redis's group_send would drop what the room sends it.
+    channel_layer = get_channel_layer()
+    other = "specific.elsewhere!inbox"
+    await channel_layer.group_add(room_group("lobby"), other)
+    for n in range(5):
+        await channel_layer.send(other, {"type": "frame.forward", "text": f"{n}"})
+    await alice_socket.send_json_to({"type": "chat.message", "body": "two", "client_id": "c-2"})
+    error = await next_of(alice_socket, "error")
+    assert error["code"] == "rate_limited" and error["client_id"] == "c-2"
+    assert await database_sync_to_async(Message.objects.count)() == 1
+    assert await answers_ping(alice_socket)  # not closed as a flood
+
+    # That process catches up: the same client_id again is stored once.
+    redis = channel_layer.connection(channel_layer.consistent_hash("specific.elsewhere!"))
+    await redis.zpopmin(channel_layer.prefix + "specific.elsewhere!", 5)
+    second = await say(alice_socket, "two", "c-2")
+    assert second["client_id"] == "c-2" and second["id"] > first["id"]
+    assert await database_sync_to_async(Message.objects.filter(client_id="c-2").count)() == 1
