@@ -75,6 +75,9 @@ UNHEARD_GIVEN_UP = 2 * LAYER_TIMEOUT
 INBOX_BEHIND_SHARE = 0.5
 # How long one reading of a room's inboxes stands (a reading is one round trip per Redis host).
 INBOX_CHECK_INTERVAL = 0.25
+# An inbox whose oldest message has waited this long is nobody's (its process died; its membership lasts until
+# the group expiry): it refuses nothing, or one crashed process would keep a busy room refusing for a day.
+INBOX_GONE_AFTER = UNHEARD_GIVEN_UP
 
 
 class Fanout:
@@ -237,7 +240,9 @@ class Fanout:
             return last[1]
         self.inbox_checks[group] = (now, last[1] if last is not None else False)
         try:
-            behind = await asyncio.wait_for(inboxes_deep(self.layer, group, INBOX_BEHIND_SHARE), LAYER_TIMEOUT)
+            behind = await asyncio.wait_for(
+                inboxes_deep(self.layer, group, INBOX_BEHIND_SHARE, gone_after=INBOX_GONE_AFTER), LAYER_TIMEOUT
+            )
         except Exception:
             logger.debug("could not read the inboxes of %s", group, exc_info=True)
             behind = False
@@ -427,12 +432,15 @@ async def groups_add(layer, groups: list[str], channel: str) -> None:
             await pipe.execute()
 
 
-async def inboxes_deep(layer, group: str, share: float) -> bool:
+async def inboxes_deep(layer, group: str, share: float, *, gone_after: float) -> bool:
     """Whether a channel of the group holds `share` of its capacity or more, not yet received (RedisChannelLayer).
 
     The keys are channels-redis's own (a process's channels share the key of
-    their non-local name): the group's members, then one ZCARD pipeline per
-    shard. Any other layer says False.
+    their non-local name, and a message's score is when it was sent): the
+    group's members, then one pipeline per shard of each key's size and oldest
+    message. A channel whose oldest message is `gone_after` seconds old is
+    taken for one nobody receives any more, and counts for nothing. Any other
+    layer says False.
     """
     from channels_redis.core import RedisChannelLayer
 
@@ -448,9 +456,12 @@ async def inboxes_deep(layer, group: str, share: float) -> bool:
         async with layer.connection(shard).pipeline(transaction=False) as pipe:
             for key in capacities:
                 pipe.zcard(key)
-            depths = await pipe.execute()
-        if any(depth >= capacity * share for depth, capacity in zip(depths, capacities.values())):
-            return True
+                pipe.zrange(key, 0, 0, withscores=True)
+            answers = await pipe.execute()
+        now = time.time()
+        for (depth, oldest), capacity in zip(zip(answers[::2], answers[1::2]), capacities.values()):
+            if depth >= capacity * share and oldest and now - oldest[0][1] < gone_after:
+                return True
     return False
 
 

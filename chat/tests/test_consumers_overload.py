@@ -102,3 +102,13 @@ async def test_a_room_whose_inbox_on_another_process_is_filling_refuses_new_mess
     second = await say(alice_socket, "two", "c-2")
     assert second["client_id"] == "c-2" and second["id"] > first["id"]
     assert await database_sync_to_async(Message.objects.filter(client_id="c-2").count)() == 1
+
+    # A process that died leaves its inbox in the room until the group expiry, filling: once its oldest message
+    # has waited INBOX_GONE_AFTER, nobody receives there any more, and it refuses nothing.
+    for n in range(5):
+        await channel_layer.send(other, {"type": "frame.forward", "text": f"{n}"})
+    await alice_socket.send_json_to({"type": "chat.message", "body": "three", "client_id": "c-3"})
+    assert (await next_of(alice_socket, "error"))["code"] == "rate_limited"
+    monkeypatch.setattr(module, "INBOX_GONE_AFTER", 0.0)
+    third = await say(alice_socket, "three", "c-3")
+    assert third["client_id"] == "c-3" and third["id"] > second["id"]
